@@ -1,0 +1,21 @@
+"""Shared fixtures: tiny offline models (built once per session) and quiet, deterministic torch."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def tiny_pipe():
+    from flashdistill.models.tiny import tiny_sd3_pipeline
+
+    pipe = tiny_sd3_pipeline(seed=0)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
