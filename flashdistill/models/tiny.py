@@ -113,7 +113,7 @@ def build_sd3_pipeline(spec: SD3Spec = TINY, seed: int = 0, dtype: torch.dtype =
     )
     for module in (transformer, vae, text_encoder, text_encoder_2, text_encoder_3):
         module.eval()  # built from configs, they start in train mode (T5 has dropout), unlike from_pretrained
-    return pipe.to(dtype=dtype)
+    return pipe if dtype == torch.float32 else pipe.to(dtype=dtype)
 
 
 def tiny_sd3_pipeline(seed: int = 0, **overrides):

@@ -1,0 +1,54 @@
+"""The ``flashdistill`` command line: a thin dispatcher.
+
+Each subcommand lives in the module that owns the work and exposes ``add_args(parser)`` and ``run(args)``; they
+are imported only when their subcommand runs, so ``flashdistill --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+__all__ = ["main", "COMMANDS"]
+
+# name -> (module exposing add_args/run, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("flashdistill.demo", "run the end-to-end demo on the embedded SD3-nano world"),
+    "sample": ("flashdistill.pipelines.sample", "sample images from a teacher or a distilled student folder"),
+    "generate-data": ("flashdistill.data.generate", "run a teacher over prompts and write a synthetic dataset"),
+    "info": ("flashdistill.pipelines.info", "print versions, device and the shipped assets"),
+}
+
+
+def _register(name: str, module: str, parser: argparse.ArgumentParser) -> None:
+    mod = importlib.import_module(module)
+    add = getattr(mod, "add_args", None) or getattr(mod, "add_" + name.replace("-", "_") + "_args")
+    add(parser)
+    parser.set_defaults(_run=getattr(mod, "run", None) or getattr(mod, "run_" + name.replace("-", "_")))
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flashdistill", description="Distil diffusion / flow models into "
+                                     "fast 4-step and 2-step students (SD3.5-Flash, Flash Diffusion).")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == only:
+            _register(name, module, p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[0] if argv and argv[0] in COMMANDS else None
+    parser = build_parser(only=command)
+    args = parser.parse_args(argv)
+    if command is None:
+        parser.print_help()
+        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+    return int(args._run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""LoRA helpers (peft) for students that share their frozen base weights with the teacher.
+
+With adapters disabled the student *is* the teacher, so a LoRA student costs no second copy of the base model:
+``with teacher_mode(model): ...`` runs the frozen teacher through the same module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import contextmanager
+
+from torch import nn
+
+__all__ = ["SD3_TARGETS", "UNET_TARGETS", "add_lora", "teacher_mode", "merge_lora", "count_parameters",
+           "lora_state_dict"]
+
+# Suffix names: peft matches them in every block, including SD3.5's dual-attention ``attn2.*`` modules, which
+# target lists written as ``attn.to_q`` miss.
+SD3_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out")
+UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+
+
+def add_lora(model: nn.Module, rank: int = 16, alpha: float | None = None,
+             target_modules: Sequence[str] = SD3_TARGETS, adapter_name: str = "default",
+             init_lora_weights: bool | str = True) -> nn.Module:
+    """Attach a LoRA adapter to a diffusers model and freeze everything else. Returns the model."""
+    from peft import LoraConfig
+
+    config = LoraConfig(r=rank, lora_alpha=alpha if alpha is not None else rank,
+                        target_modules=list(target_modules), init_lora_weights=init_lora_weights)
+    model.requires_grad_(False)
+    model.add_adapter(config, adapter_name=adapter_name)
+    for name, param in model.named_parameters():
+        param.requires_grad_("lora_" in name)
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ValueError(f"LoRA matched no module of {type(model).__name__} with targets {list(target_modules)}")
+    return model
+
+
+@contextmanager
+def teacher_mode(model: nn.Module):
+    """Run ``model`` with its adapters disabled (the frozen base = the teacher); re-enable them on exit."""
+    model.disable_adapters()
+    try:
+        yield model
+    finally:
+        model.enable_adapters()
+
+
+def merge_lora(model: nn.Module, scale: float = 1.0) -> nn.Module:
+    """Fold the LoRA weights into the base weights and remove the adapter layers."""
+    model.fuse_lora(lora_scale=scale)
+    model.unload_lora()
+    return model
+
+
+def lora_state_dict(model: nn.Module) -> dict:
+    """The adapter weights in diffusers' pipeline format (keys without the ``transformer.`` prefix)."""
+    from peft.utils import get_peft_model_state_dict
+
+    return get_peft_model_state_dict(model)
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

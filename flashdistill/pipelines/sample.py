@@ -1,0 +1,85 @@
+"""``flashdistill sample``: run a teacher or distilled student folder in stock diffusers with the right settings.
+
+A folder written by flashdistill carries ``flashdistill.json`` (its sigmas, guidance scale, T5 token length and
+resolution); those become the defaults here, so a 4-step student runs as 4 steps without CFG automatically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+__all__ = ["add_args", "run", "read_run_settings", "load_pipeline", "RUN_SETTINGS_FILE"]
+
+RUN_SETTINGS_FILE = "flashdistill.json"
+
+
+def add_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=None, help="pipeline folder (default: the shipped SD3-nano teacher)")
+    parser.add_argument("--prompt", action="append", required=True, help="prompt (repeat for several)")
+    parser.add_argument("--steps", type=int, default=None, help="override: number of Euler steps")
+    parser.add_argument("--guidance", type=float, default=None, help="override: CFG scale (<=1 disables)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num-images", type=int, default=1, help="images per prompt")
+    parser.add_argument("--no-t5", action="store_true", help="load without the T5 text encoder")
+    parser.add_argument("--out", default="samples", help="output folder for PNGs")
+
+
+def read_run_settings(folder: str | Path) -> dict:
+    """The folder's ``flashdistill.json`` (empty dict for a plain diffusers folder)."""
+    path = Path(folder) / RUN_SETTINGS_FILE
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise SystemExit(f"{path}: not valid JSON ({err})") from err
+
+
+def load_pipeline(folder: str | Path, drop_t5: bool = False, dtype=None):
+    """Stock ``StableDiffusion3Pipeline.from_pretrained`` (offline), optionally without T5."""
+    import torch
+    from diffusers import StableDiffusion3Pipeline
+
+    folder = Path(folder)
+    if not (folder / "model_index.json").exists():
+        raise SystemExit(f"{folder}: not a diffusers pipeline folder (no model_index.json)")
+    kwargs = {"text_encoder_3": None, "tokenizer_3": None} if drop_t5 else {}
+    pipe = StableDiffusion3Pipeline.from_pretrained(folder, dtype=dtype or torch.float32, **kwargs)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def default_model() -> Path:
+    from ..shapes import nano
+
+    return nano.teacher_path()
+
+
+def run(args) -> int:
+    import torch
+
+    folder = Path(args.model) if args.model else default_model()
+    settings = read_run_settings(folder)
+    pipe = load_pipeline(folder, drop_t5=args.no_t5)
+    kwargs = {"max_sequence_length": settings.get("max_sequence_length", 256),
+              "guidance_scale": args.guidance if args.guidance is not None else settings.get("guidance_scale", 4.5)}
+    if args.steps is not None:
+        kwargs["num_inference_steps"] = args.steps
+    elif "sigmas" in settings:
+        kwargs["sigmas"] = settings["sigmas"]
+    else:
+        kwargs["num_inference_steps"] = settings.get("num_inference_steps", 28)
+    size = settings.get("resolution")
+    if size:
+        kwargs.update(height=size, width=size)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    generator = torch.Generator().manual_seed(args.seed)
+    images = pipe(args.prompt, num_images_per_prompt=args.num_images, generator=generator, **kwargs).images
+    for i, image in enumerate(images):
+        path = out / f"{i // args.num_images:03d}_{i % args.num_images}.png"
+        image.save(path)
+    print(f"wrote {len(images)} image(s) to {out}/ with {kwargs}")
+    return 0
