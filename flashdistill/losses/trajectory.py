@@ -1,0 +1,84 @@
+"""Trajectory guidance (SD3.5-Flash, Bandyopadhyay et al. 2025, Eq. 4).
+
+Stage-1 pre-training of the few-step student. For a student-grid segment ``t_i → t_j`` (``t_j < t_i``) and a
+point ``x_ti`` on the teacher's (CFG) trajectory, the student's Euler jump
+
+    ``x̂_tj = x_ti + (t_j − t_i)·v_student(x_ti, t_i)``
+
+should land where the teacher's ODE solve over the same segment lands, ``x_tj``. The loss is written in
+position space; with ``normalise=True`` (default) it is divided by ``(t_i − t_j)²``, which makes it *exactly*
+the velocity-space MSE between ``v_student`` and the teacher's average velocity over the segment,
+``(x_tj − x_ti) / (t_j − t_i)``, so short and long segments contribute on the same scale. ``normalise=False``
+keeps the raw position-space MSE (long segments then weigh more).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..flow import euler_step
+from ..types import Conditioning, LossOutput
+from ._precision import acc
+
+__all__ = ["TrajectoryLoss", "teacher_segment"]
+
+
+def _as_batch_t(t, x: torch.Tensor) -> torch.Tensor:
+    """A float or ``(B,)`` time as a ``(B,)`` tensor in ``x``'s dtype and device."""
+    t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+    return t.expand(x.shape[0]).clone() if t.ndim == 0 else t
+
+
+@torch.no_grad()
+def teacher_segment(
+    teacher_cfg, x_ti: torch.Tensor, t_i, t_j, cond: Conditioning, substeps: int
+) -> torch.Tensor:
+    """Integrate the (CFG-wrapped) teacher from ``t_i`` to ``t_j`` with ``substeps`` uniform Euler steps.
+
+    ``x_ti`` ``(B, C, H, W)``; ``t_i``, ``t_j`` floats or ``(B,)`` tensors (per-sample segments). Returns the
+    landing point ``x_tj`` ``(B, C, H, W)``, without gradient (it is a target).
+    """
+    if substeps < 1:
+        raise ValueError(f"substeps must be >= 1, got {substeps}")
+    t_i, t_j = _as_batch_t(t_i, x_ti), _as_batch_t(t_j, x_ti)
+    x = x_ti
+    for k in range(substeps):
+        t_a = t_i + (t_j - t_i) * (k / substeps)
+        t_b = t_i + (t_j - t_i) * ((k + 1) / substeps)
+        x = euler_step(x, teacher_cfg(x, t_a, cond), t_a, t_b)
+    return x
+
+
+class TrajectoryLoss:
+    """Per-sample ``mean_{C,H,W}(x_ti + (t_j − t_i)·v_student(x_ti, t_i) − x_tj)² / (t_i − t_j)²`` (Eq. 4).
+
+    Args:
+        normalise: divide by ``(t_i − t_j)²`` (velocity-space MSE, segments comparable); ``False`` keeps the
+            position-space MSE.
+    """
+
+    def __init__(self, normalise: bool = True):
+        self.normalise = normalise
+
+    def __call__(
+        self, student, x_ti: torch.Tensor, t_i, t_j, x_tj: torch.Tensor, cond: Conditioning
+    ) -> LossOutput:
+        """``x_ti``, ``x_tj`` ``(B, C, H, W)`` teacher trajectory point and landing point; ``t_i``, ``t_j``
+        floats or ``(B,)``. Gradients reach only ``student``'s parameters. Returns ``(B,)`` losses (at least
+        fp32)."""
+        t_i, t_j = _as_batch_t(t_i, x_ti), _as_batch_t(t_j, x_ti)
+        if not bool((t_j < t_i).all()):
+            raise ValueError("each segment must go from a noisier t_i to a cleaner t_j < t_i")
+        # stop-gradient: the teacher trajectory point and its landing point are fixed inputs/targets.
+        x_ti, x_tj = x_ti.detach(), x_tj.detach()
+        v = student(x_ti, t_i, cond)
+        jump = euler_step(acc(x_ti), acc(v), acc(t_i), acc(t_j))
+        err = (jump - acc(x_tj)).pow(2).flatten(1).mean(1)
+        dt2 = acc(t_i - t_j).pow(2)
+        loss = err / dt2 if self.normalise else err
+        logs = {
+            "tg/loss": loss.mean().item(),
+            "tg/pos_mse": err.mean().item(),
+            "tg/vel_mse": (err / dt2).mean().item(),
+        }
+        return LossOutput(loss, logs)
