@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("flashdistill.demo", "run the end-to-end demo on the embedded SD3-nano world"),
     "sample": ("flashdistill.pipelines.sample", "sample images from a teacher or a distilled student folder"),
     "generate-data": ("flashdistill.data.generate", "run a teacher over prompts and write a synthetic dataset"),
+    "train-teacher": ("flashdistill.shapes.teacher", "train the SD3-nano teacher of the Shapes world"),
     "info": ("flashdistill.pipelines.info", "print versions, device and the shipped assets"),
 }
 

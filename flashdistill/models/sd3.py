@@ -111,14 +111,13 @@ class SD3TextEncoder:
         """The unconditional conditioning (the empty prompt, as diffusers' default negative prompt)."""
         return self.encode([""] * batch_size)
 
-    @torch.no_grad()
     def encode_with_dropout(self, prompts: Sequence[str], p_drop: Sequence[float] = (0.0, 0.0, 0.0),
                             generator: torch.Generator | None = None) -> Conditioning:
         """Encode with each of (CLIP-L, CLIP-G, T5) independently replaced, per sample, by its null output.
 
         A CLIP's null output is its encoding of the empty prompt; T5's null is zeros, exactly what diffusers
         feeds when the pipeline is loaded with ``text_encoder_3=None``. Training a teacher this way is what
-        lets the T5 analogue be dropped at inference.
+        lets the T5 analogue be dropped at inference. Not wrapped in ``no_grad``: text encoders can be trained.
         """
         pipe, n = self.pipe, len(prompts)
         prompts = list(prompts) + [""]

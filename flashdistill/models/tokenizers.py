@@ -43,18 +43,29 @@ def build_clip_tokenizer(words: Iterable[str] = (), model_max_length: int = 77):
     for ch in byte_characters():
         add(ch + "</w>")
     merges: list[tuple[str, str]] = []
-    for word in sorted({w.lower() for w in words if len(w) > 1}):
-        pieces = list(word[:-1]) + [word[-1] + "</w>"]
+
+    def chain(pieces: list[str]) -> None:
         left = pieces[0]
         for right in pieces[1:]:
-            merged = left + right
             if (left, right) not in merges:
                 merges.append((left, right))
-            add(merged)
-            left = merged
-    for special in ("<|startoftext|>", "<|endoftext|>"):
-        add(special)
-    tok = CLIPTokenizer(vocab=vocab, merges=merges)
+            add(left + right)
+            left = left + right
+
+    words = sorted({w.lower() for w in words if len(w) > 1})
+    for word in words:
+        chain(list(word[:-1]) + [word[-1] + "</w>"])
+    specials = ("<|startoftext|>", "<|endoftext|>")
+    # Merges of one word can split another ("re" of "red" inside "squares"): append merges joining whatever
+    # pieces remain; later merges only act once earlier ones are exhausted, so words already whole stay whole.
+    for _ in range(8):
+        tok = CLIPTokenizer(vocab={**vocab, **{sp: len(vocab) + i for i, sp in enumerate(specials)}},
+                            merges=merges)
+        split = [pieces for pieces in (tok.tokenize(w) for w in words) if len(pieces) > 1]
+        if not split:
+            break
+        for pieces in split:
+            chain(pieces)
     tok.model_max_length = model_max_length
     return tok
 
