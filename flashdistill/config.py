@@ -225,7 +225,7 @@ def dump_config(cfg: Any) -> str:
     name = registered_name(type(cfg))
     if name is not None and "recipe" not in data:
         data = {"recipe": name, **data}
-    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=110)
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=110)
 
 
 def print_config(cfg: Any, file=None) -> None:
