@@ -15,6 +15,7 @@ __all__ = ["main", "COMMANDS"]
 # name -> (module exposing add_args/run, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("flashdistill.demo", "run the end-to-end demo on the embedded SD3-nano world"),
+    "distill": ("flashdistill.recipes", "run one distillation stage from a recipe YAML"),
     "sample": ("flashdistill.pipelines.sample", "sample images from a teacher or a distilled student folder"),
     "generate-data": ("flashdistill.data.generate", "run a teacher over prompts and write a synthetic dataset"),
     "train-teacher": ("flashdistill.shapes.teacher", "train the SD3-nano teacher of the Shapes world"),
@@ -48,7 +49,14 @@ def main(argv: list[str] | None = None) -> int:
     if command is None:
         parser.print_help()
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
-    return int(args._run(args) or 0)
+    from .config import ConfigError
+    from .data.errors import DataError
+
+    try:
+        return int(args._run(args) or 0)
+    except (ConfigError, DataError, FileNotFoundError) as err:
+        print(f"flashdistill {command}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

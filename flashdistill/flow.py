@@ -17,7 +17,6 @@ Every function is pure, broadcasts ``t`` over the trailing dimensions of ``x`` a
 
 from __future__ import annotations
 
-
 import torch
 
 __all__ = [

@@ -36,7 +36,7 @@ __all__ = ["TeacherConfig", "NanoDenoiser", "train_vae", "train_dit", "export_te
 class VAEStage:
     """Autoencoder training."""
 
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(run_dir="runs/teacher/vae", max_steps=1000))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(run_dir="runs/teacher/vae", max_steps=400))
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-3, warmup_steps=50, schedule="cosine"))
     batch_size: int = field(default=64, metadata={"min": 1})  # images per step
     kl_weight: float = field(default=1e-6, metadata={"min": 0.0})  # weight of the KL term
@@ -46,7 +46,7 @@ class VAEStage:
 class DiTStage:
     """Transformer + text encoders, trained jointly by flow matching."""
 
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(run_dir="runs/teacher/dit", max_steps=3000))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(run_dir="runs/teacher/dit", max_steps=2400))
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=6e-4, warmup_steps=100, schedule="cosine"))
     batch_size: int = field(default=64, metadata={"min": 1})  # samples per step
     logit_mean: float = 0.0  # logit-normal timestep sampling: mean

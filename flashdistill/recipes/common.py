@@ -1,0 +1,110 @@
+"""Pieces every distillation recipe builds the same way: the teacher pipeline, student copies, the dataset,
+the student's backward simulation, and saving a student folder that stock diffusers runs."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import torch
+
+from ..flow import euler_step
+from ..sampling import as_grid
+from ..types import Conditioning
+
+__all__ = ["load_teacher_pipeline", "copy_transformer", "load_student_transformer", "open_dataset",
+           "trajectory_index", "backward_simulate", "save_student"]
+
+
+def load_teacher_pipeline(name: str, dtype: torch.dtype = torch.float32):
+    """``(pipe, settings)`` for ``"sd3-nano"`` (shipped), ``"tiny"`` (tests) or a pipeline folder."""
+    from ..data.teacher_data import load_teacher
+
+    return load_teacher(name, dtype)
+
+
+def copy_transformer(transformer: torch.nn.Module, trainable: bool = True) -> torch.nn.Module:
+    """An independent copy of a transformer (student or proxy start from the teacher's weights)."""
+    new = copy.deepcopy(transformer)
+    new.requires_grad_(trainable)
+    return new.train(trainable)
+
+
+def load_student_transformer(folder: str | Path, like: torch.nn.Module) -> torch.nn.Module:
+    """The transformer of an earlier stage's student folder (``folder/transformer``), on ``like``'s dtype."""
+    from diffusers import SD3Transformer2DModel
+
+    path = Path(folder) / "transformer"
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"init_student: no transformer folder at {path} (expected a student folder "
+                                "written by an earlier `flashdistill distill` stage)")
+    dtype = next(like.parameters()).dtype
+    return SD3Transformer2DModel.from_pretrained(path, dtype=dtype).train()
+
+
+def open_dataset(path: str, need_trajectory: bool = False):
+    """A ``generate-data`` folder as a :class:`LatentDataset` with its null conditioning checked."""
+    from ..data.cache import LatentDataset
+
+    if not path:
+        raise ValueError("data: give the folder written by `flashdistill generate-data`")
+    ds = LatentDataset(path)
+    if need_trajectory and "trajectory" not in ds.fields:
+        raise ValueError(f"data {path}: has no stored trajectory; regenerate it with "
+                         "`flashdistill generate-data ... trajectory_grid=[1,0.75,0.5,0.25,0]`")
+    if ds.null_cond() is None:
+        raise ValueError(f"data {path}: no null.safetensors (the unconditional embedding for CFG)")
+    return ds
+
+
+def trajectory_index(stored_grid: list[float], grid: torch.Tensor) -> list[int]:
+    """Positions of the student grid's times inside a dataset's stored trajectory grid."""
+    out = []
+    for t in grid.tolist():
+        hits = [k for k, s in enumerate(stored_grid) if abs(s - t) < 1e-6]
+        if not hits:
+            raise ValueError(f"student time {t} is not in the dataset's trajectory grid {stored_grid}; "
+                             "regenerate the data with the student grid as trajectory_grid")
+        out.append(hits[0])
+    return out
+
+
+@torch.no_grad()
+def backward_simulate(student, noise: torch.Tensor, grid: torch.Tensor, step: int, cond: Conditioning,
+                      noisier: bool = False) -> torch.Tensor:
+    """Run the student (no gradients) from ``grid[0]`` down to ``grid[step]`` and return that point.
+
+    ``noisier`` (the paper's warm-up) stops one grid point earlier, so the step at ``grid[step]`` is fed the
+    noisier sample ``x_{grid[step-1]}`` while being told ``grid[step]``.
+    """
+    stop = max(step - 1, 0) if noisier else step
+    x = noise
+    for i in range(stop):
+        t = grid[i].to(x.dtype).expand(x.shape[0])
+        x = euler_step(x, student(x, t, cond), grid[i].to(x.dtype), grid[i + 1].to(x.dtype))
+    return x
+
+
+def save_student(pipe, transformer: torch.nn.Module, out: str | Path, timesteps, settings: dict | None = None):
+    """Write a diffusers pipeline folder running ``transformer`` on ``timesteps`` with stock diffusers.
+
+    The scheduler is ``FlowMatchEulerDiscreteScheduler`` with ``shift=1.0`` (so the given sigmas are used
+    unchanged); ``flashdistill.json`` records the sigmas, guidance 1 (no CFG) and the T5 token length, which
+    ``flashdistill sample`` applies. Stock use: ``pipe(prompt, sigmas=..., guidance_scale=1.0,
+    max_sequence_length=...)``.
+    """
+    from diffusers import StableDiffusion3Pipeline
+
+    from ..sampling import sigmas_for_pipeline
+
+    grid = as_grid(timesteps, dtype=torch.float64)
+    scheduler = pipe.scheduler.from_config(pipe.scheduler.config, shift=1.0)
+    components = {**pipe.components, "transformer": transformer, "scheduler": scheduler}
+    student_pipe = StableDiffusion3Pipeline(**components)
+    out = Path(out)
+    student_pipe.save_pretrained(out)
+    info = {"kind": "student", "sigmas": sigmas_for_pipeline(grid.tolist()), "guidance_scale": 1.0,
+            "num_inference_steps": len(grid) - 1, **(settings or {})}
+    (out / "flashdistill.json").write_text(json.dumps(info, indent=2) + "\n")
+    return out

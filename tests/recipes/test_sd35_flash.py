@@ -1,0 +1,122 @@
+"""Every SD3.5-Flash stage runs two iterations on the tiny pipeline and writes a student stock diffusers runs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from flashdistill.config import from_dict
+from flashdistill.data.generate import GenerateConfig, generate
+from flashdistill.models.sd3 import SD3Adapter, SD3TextEncoder
+from flashdistill.recipes import common
+from flashdistill.recipes.sd35_flash import SD35FlashConfig, run_recipe
+from flashdistill.sampling import student_sample
+from flashdistill.timesteps import student_grid
+
+PROMPTS = ["a red circle", "two blue squares", "a green triangle", "a cyan cross"] * 2
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    from flashdistill.models.tiny import tiny_sd3_pipeline
+
+    root = tmp_path_factory.mktemp("flash")
+    (root / "prompts.txt").write_text("\n".join(PROMPTS) + "\n")
+    pipe = tiny_sd3_pipeline(seed=0)
+    pipe.set_progress_bar_config(disable=True)
+    cfg = GenerateConfig(out=str(root / "data"), prompts=str(root / "prompts.txt"), model="tiny", num_steps=8,
+                         guidance_scale=3.0, trajectory_grid=[1.0, 0.75, 0.5, 0.25, 0.0], resolution=16,
+                         max_sequence_length=8, shard_size=4, batch_size=4)
+    generate(cfg, pipe=pipe, progress=False)
+    return root
+
+
+def _cfg(root, name, **kw):
+    base = {"teacher": "tiny", "data": str(root / "data"), "out": str(root / name), "batch_size": 4,
+            "train": {"run_dir": str(root / f"run_{name}"), "max_steps": 2, "overwrite": True,
+                      "log": {"every": 1, "progress_bar": False, "tensorboard": False}}}
+    return from_dict(SD35FlashConfig, {**base, **kw})
+
+
+def _metrics(root, name):
+    return [json.loads(line) for line in (root / f"run_{name}" / "metrics.jsonl").read_text().splitlines()]
+
+
+def _changed(folder, tiny_pipe) -> float:
+    weights = load_file(str(next((folder / "transformer").glob("*.safetensors"))))
+    ref = tiny_pipe.transformer.state_dict()
+    return max((weights[k] - ref[k]).abs().max().item() for k in weights)
+
+
+def test_pretrain_stage(data_dir, tiny_pipe):
+    run_recipe(_cfg(data_dir, "pre", stage="pretrain", student_optim={"lr": 1e-3}))
+    rows = _metrics(data_dir, "pre")
+    assert [r["step"] for r in rows] == [1, 2] and all(r["tg"] > 0 for r in rows)
+    assert _changed(data_dir / "pre", tiny_pipe) > 0
+    info = json.loads((data_dir / "pre" / "flashdistill.json").read_text())
+    assert info["sigmas"] == [1.0, 0.75, 0.5, 0.25] and info["guidance_scale"] == 1.0
+    assert info["max_sequence_length"] == 8  # taken from the data it was trained on
+
+
+@pytest.mark.parametrize("sharing", [True, False])
+def test_dmd_stage_all_terms(data_dir, sharing):
+    name = f"dmd_{sharing}"
+    run_recipe(_cfg(data_dir, name, stage="dmd", init_student=str(data_dir / "pre"), proxy_updates=1,
+                    timestep_sharing=sharing, disc_blocks=[0, 1], disc_hidden=16, disc_refresh=0.5,
+                    warmup_noisier=1, gram_weight=1.0, gram_blocks=[1], ema_decay=0.9, seed=1))
+    rows = _metrics(data_dir, name)
+    assert len(rows) == 2
+    for key in ("fm", "disc", "grad_norm/proxy", "grad_norm/disc"):
+        assert all(key in r and r[key] == r[key] for r in rows), key
+    assert any("adv" in r for r in rows) and any("gram" in r for r in rows)
+    if not sharing:
+        assert all("dmd" in r for r in rows)  # re-noising gives every step a DMD term
+
+
+def test_two_step_grid_and_split_range(data_dir):
+    run_recipe(_cfg(data_dir, "split", stage="dmd", proxy_updates=1, disc_blocks=[1], disc_hidden=16,
+                    step_range=[0.5, 1.0], num_steps=4))
+    assert {r["step_index"] for r in _metrics(data_dir, "split")} <= {0.0, 1.0}  # steps at t = 1, .75 only
+    run_recipe(_cfg(data_dir, "two", stage="dmd", num_steps=2, proxy_updates=1, disc_blocks=[1],
+                    disc_hidden=16, init_student=str(data_dir / "pre")))
+    info = json.loads((data_dir / "two" / "flashdistill.json").read_text())
+    assert info["sigmas"] == [1.0, 0.5]
+
+
+def test_student_folder_runs_in_stock_diffusers(data_dir):
+    from diffusers import StableDiffusion3Pipeline
+
+    folder = data_dir / "pre"
+    info = json.loads((folder / "flashdistill.json").read_text())
+    pipe = StableDiffusion3Pipeline.from_pretrained(folder)
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.scheduler.config.shift == 1.0
+    noise = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    ref = pipe(PROMPTS[:2], latents=noise.clone(), sigmas=info["sigmas"], guidance_scale=info["guidance_scale"],
+               max_sequence_length=info["max_sequence_length"], height=16, width=16, output_type="latent").images
+    text = SD3TextEncoder(pipe, info["max_sequence_length"])
+    with torch.no_grad():
+        ours = student_sample(SD3Adapter(pipe.transformer), noise, student_grid(4), text.encode(PROMPTS[:2]))
+    assert (ours - ref).abs().max() <= 1e-4
+
+
+def test_backward_simulation_has_no_gradient(tiny_pipe):
+    net = common.copy_transformer(tiny_pipe.transformer)
+    student = SD3Adapter(net)
+    cond = SD3TextEncoder(tiny_pipe, 8).encode(PROMPTS[:2])
+    noise = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    grid = student_grid(4)
+    x = common.backward_simulate(student, noise, grid, 2, cond)
+    assert not x.requires_grad and x.grad_fn is None
+    # noisier warm-up stops one grid point earlier
+    x_early = common.backward_simulate(student, noise, grid, 2, cond, noisier=True)
+    x_one = common.backward_simulate(student, noise, grid, 1, cond)
+    assert torch.equal(x_early, x_one)
+    # the step taken from the simulated point: gradients reach the student only through this one call
+    v = student(x, grid[2].expand(2).float(), cond)
+    v.pow(2).mean().backward()
+    grads = [p.grad for p in net.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
