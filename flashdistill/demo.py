@@ -1,58 +1,104 @@
-"""``flashdistill demo``: the end-to-end job on the embedded default.
+"""``flashdistill demo`` (what ``make demo`` runs): a short SD3.5-Flash distillation of the shipped SD3-nano teacher.
 
-Until the SD3-nano teacher and the distillation recipes land, the demo builds a tiny SD3 pipeline offline, samples
-it through our own adapter + Euler sampler + CFG wrapper, checks that against stock diffusers, and writes a grid.
+1. write Shapes prompts and let the teacher generate samples + trajectories at the 4-step grid;
+2. stage 1 (trajectory guidance) and a short stage 2 (DMD with timestep sharing + adversarial heads), using the
+   shipped configs ``configs/sd35_flash/nano_*.yaml`` with shorter schedules;
+3. judge the teacher (25 steps, CFG), the teacher's own 4-step Euler and the 4-step student on the same prompts
+   and seeds; write ``report.md`` and ``comparison.png`` into the run folder and print the table.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
 __all__ = ["add_args", "run"]
 
+CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "sd35_flash"
+
 
 def add_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="runs/demo", help="run folder for the report and pictures")
+    parser.add_argument("--out", default="runs/demo", help="run folder for data, students and the report")
+    parser.add_argument("--prompts", type=int, default=384, help="teacher samples to distil from")
+    parser.add_argument("--pretrain-steps", type=int, default=150)
+    parser.add_argument("--dmd-steps", type=int, default=60)
+    parser.add_argument("--n-per-category", type=int, default=8, help="evaluation prompts per category")
+
+
+def _stage(name: str, out: Path, overrides: list[str]):
+    from .config import load_config
+    from .recipes.sd35_flash import SD35FlashConfig, run_recipe
+
+    cfg = load_config(SD35FlashConfig, CONFIGS / name, overrides + ["train.overwrite=true"])
+    print(f"\n== {name}: {cfg.stage}, {cfg.train.max_steps} iterations -> {cfg.out}")
+    run_recipe(cfg)
+
+
+def comparison_grid(rows: dict[str, object], path: Path, n: int = 8) -> Path:
+    """One row per setting (label at the left), ``n`` images each, upscaled 3x."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    label_w, scale = 150, 3
+    first = next(iter(rows.values()))
+    h, w = first.shape[1] * scale, first.shape[2] * scale
+    canvas = Image.new("RGB", (label_w + n * w, len(rows) * h), "white")
+    draw = ImageDraw.Draw(canvas)
+    for r, (label, images) in enumerate(rows.items()):
+        draw.text((4, r * h + h // 2 - 6), label, fill="black")
+        for c in range(min(n, len(images))):
+            tile = Image.fromarray(np.asarray(images[c])).resize((w, h), Image.NEAREST)
+            canvas.paste(tile, (label_w + c * w, r * h))
+    canvas.save(path)
+    return path
 
 
 def run(args) -> int:
-    import numpy as np
-    import torch
-    from PIL import Image
+    from .data.generate import GenerateConfig, generate
+    from .eval.model_eval import evaluate_model
+    from .shapes.nano import teacher_path
+    from .shapes.prompt_file import write_prompts
 
-    from .models.sd3 import SD3Adapter, SD3TextEncoder
-    from .models.tiny import tiny_sd3_pipeline
-    from .models.vae import LatentCodec, to_uint8
-    from .sampling import CFG, euler_solve
-
+    t_start = time.time()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    pipe = tiny_sd3_pipeline(seed=0)
-    pipe.set_progress_bar_config(disable=True)
-    prompts = ["a red circle", "two blue squares", "a green triangle above a yellow circle"]
-    text = SD3TextEncoder(pipe, max_sequence_length=16)
-    model = CFG(SD3Adapter(pipe.transformer), text.null(), scale=4.5)
-    noise = torch.randn(len(prompts), 4, 8, 8, generator=torch.Generator().manual_seed(0))
-    rows = []
-    for steps in (2, 4, 8, 28):
-        grid = torch.linspace(1, 0, steps + 1)
-        t0 = time.perf_counter()
-        ours = euler_solve(model, noise, grid, text.encode(prompts))
-        dt = time.perf_counter() - t0
-        pipe.scheduler = pipe.scheduler.from_config(pipe.scheduler.config, shift=1.0)
-        ref = pipe(prompts, latents=noise.clone(), sigmas=grid[:-1].tolist(), guidance_scale=4.5,
-                   output_type="latent", height=16, width=16, max_sequence_length=16).images
-        diff = (ours - ref).abs().max().item()
-        rows.append((steps, diff, dt))
-        images = to_uint8(LatentCodec(pipe.vae).decode(ours))
-        Image.fromarray(np.concatenate(list(images), axis=1)).resize((48 * len(prompts), 48), 0).save(
-            out / f"tiny_{steps}steps.png")
-    print("tiny random SD3 pipeline (offline): our sampler vs stock StableDiffusion3Pipeline")
-    print("| steps | max |ours - diffusers| | seconds |")
-    print("|---|---|---|")
-    for steps, diff, dt in rows:
-        print(f"| {steps} | {diff:.2e} | {dt:.3f} |")
-    print(f"pictures in {out}/")
+    teacher = teacher_path()
+    prompts = write_prompts(out / "prompts.jsonl", args.prompts, seed=0)
+    print(f"== teacher {teacher}\n== generating {args.prompts} teacher samples with trajectories")
+    generate(GenerateConfig(out=str(out / "data"), prompts=str(prompts), model="sd3-nano", num_steps=20,
+                            guidance_scale=4.5, trajectory_grid=[1.0, 0.75, 0.5, 0.25, 0.0], shard_size=128,
+                            batch_size=64))
+    common = [f"data={out / 'data'}"]
+    _stage("nano_pretrain.yaml", out, common + [
+        f"out={out / 'student_pretrain'}", f"train.max_steps={args.pretrain_steps}", f"train.run_dir={out / 'pretrain'}"])
+    _stage("nano_dmd.yaml", out, common + [
+        f"init_student={out / 'student_pretrain'}", f"out={out / 'student_4step'}", f"train.max_steps={args.dmd_steps}",
+        "proxy_updates=3", "warmup_noisier=20", f"train.run_dir={out / 'dmd'}"])
+    print("\n== evaluating (ShapesEval on train and held-out compositions, FD on train)")
+    settings = {"teacher, 25 steps, CFG 4.5": (teacher, 25, None),
+                "teacher, 4 Euler steps, CFG 4.5": (teacher, 4, None),
+                "student, 4 steps (stage 1 only)": (out / "student_pretrain", None, None),
+                "student, 4 steps": (out / "student_4step", None, None)}
+    results, pictures = {}, {}
+    for label, (folder, steps, guidance) in settings.items():
+        res = evaluate_model(folder, args.n_per_category, steps=steps, guidance=guidance, return_images=True)
+        pictures[label] = res.pop("images")["train"]
+        results[label] = res
+    lines = ["| setting | ShapesEval (train) | ShapesEval (held-out) | FD | ms / image |", "|---|---|---|---|---|"]
+    for label, res in results.items():
+        fd = res["train"].get("fd")
+        lines.append(f"| {label} | {res['train']['overall']:.3f} | {res['heldout']['overall']:.3f} | "
+                     f"{'–' if fd is None else f'{fd:.2f}'} | {res['seconds_per_image'] * 1000:.1f} |")
+    table = "\n".join(lines)
+    grid = comparison_grid(pictures, out / "comparison.png")
+    report = out / "report.md"
+    report.write_text(f"# flashdistill demo: SD3.5-Flash on SD3-nano\n\n{table}\n\n![comparison](comparison.png)\n\n"
+                      f"Same prompts and seeds in every row. Regenerate: `flashdistill demo --out {out}`.\n")
+    (out / "results.json").write_text(json.dumps(
+        {k: {s: ({kk: vv for kk, vv in v.items() if kk != "correct"} if isinstance(v, dict) else v)
+             for s, v in r.items()} for k, r in results.items()}, indent=2))
+    print("\n" + table)
+    print(f"\nreport: {report}  pictures: {grid}  ({(time.time() - t_start) / 60:.1f} min)")
     return 0

@@ -1,6 +1,6 @@
 """SD3-nano: a genuine ``StableDiffusion3Pipeline`` sized for a 2-core CPU, trained on the Shapes world.
 
-Sizes (see FACTS.md for the speed budget): 32×32 RGB images; a two-level ``AutoencoderKL`` (factor 2) giving
+Sizes (see FACTS.md for the speed budget): 32×32 RGB images; a two-level ``AutoencoderKL`` (16 and 32 channels, factor 2) giving
 16×16×4 latents; an ``SD3Transformer2DModel`` of 6 blocks, width 128 (4 heads × 32), SD3.5-style dual attention
 in blocks 0–1 and rms-norm on q/k, patch 2 (64 image tokens); two CLIP text encoders (width 48, projections 64)
 and a T5 encoder (width 128); tokenizers built in memory over the Shapes vocabulary. CLIP and T5 both use 16
@@ -41,7 +41,7 @@ def shapes_vocabulary(n_scenes: int = 4000, seed: int = 0) -> tuple[str, ...]:
 
 def nano_spec() -> SD3Spec:
     return SD3Spec(
-        image_size=RESOLUTION, vae_channels=(32, 64), vae_layers=1, latent_channels=4,
+        image_size=RESOLUTION, vae_channels=(16, 32), vae_layers=1, latent_channels=4,
         layers=6, heads=4, head_dim=32, dual_attention_layers=(0, 1), qk_norm="rms_norm", patch_size=2,
         clip_dim=48, clip_layers=2, clip_proj=64, clip_max_length=16, t5_dim=128, t5_layers=2, t5_ff=256,
         scaling_factor=1.0, shift_factor=0.0, scheduler_shift=3.0, words=shapes_vocabulary(),
