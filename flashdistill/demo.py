@@ -72,9 +72,11 @@ def run(args) -> int:
                             batch_size=64))
     common = [f"data={out / 'data'}"]
     _stage("nano_pretrain.yaml", out, common + [
-        f"out={out / 'student_pretrain'}", f"train.max_steps={args.pretrain_steps}", f"train.run_dir={out / 'pretrain'}"])
+        f"out={out / 'student_pretrain'}", f"train.max_steps={args.pretrain_steps}",
+        f"train.run_dir={out / 'pretrain'}"])
     _stage("nano_dmd.yaml", out, common + [
-        f"init_student={out / 'student_pretrain'}", f"out={out / 'student_4step'}", f"train.max_steps={args.dmd_steps}",
+        f"init_student={out / 'student_pretrain'}", f"out={out / 'student_4step'}",
+        f"train.max_steps={args.dmd_steps}",
         "proxy_updates=3", "warmup_noisier=20", f"train.run_dir={out / 'dmd'}"])
     print("\n== evaluating (ShapesEval on train and held-out compositions, FD on train)")
     settings = {"teacher, 25 steps, CFG 4.5": (teacher, 25, None),

@@ -1,10 +1,10 @@
 """SD3-nano: a genuine ``StableDiffusion3Pipeline`` sized for a 2-core CPU, trained on the Shapes world.
 
-Sizes (see FACTS.md for the speed budget): 32×32 RGB images; a two-level ``AutoencoderKL`` (16 and 32 channels, factor 2) giving
-16×16×4 latents; an ``SD3Transformer2DModel`` of 6 blocks, width 128 (4 heads × 32), SD3.5-style dual attention
-in blocks 0–1 and rms-norm on q/k, patch 2 (64 image tokens); two CLIP text encoders (width 48, projections 64)
-and a T5 encoder (width 128); tokenizers built in memory over the Shapes vocabulary. CLIP and T5 both use 16
-tokens, so every prompt is 32 text tokens.
+Sizes (see FACTS.md for the speed budget): 32×32 RGB images; a two-level ``AutoencoderKL`` (16 and 32
+channels, factor 2) giving 16×16×4 latents; an ``SD3Transformer2DModel`` of 6 blocks, width 128 (4 heads × 32),
+SD3.5-style dual attention in blocks 0–1 and rms-norm on q/k, patch 2 (64 image tokens); two CLIP text encoders
+(width 48, projections 64) and a T5 encoder (width 128); tokenizers built in memory over the Shapes vocabulary.
+CLIP and T5 both use 16 tokens, so every prompt is 32 text tokens.
 
 The trained teacher is shipped in ``flashdistill/assets/sd3-nano`` (``teacher_path()``); it is produced by
 ``flashdistill train-teacher --config configs/sd3_nano_teacher.yaml``.
