@@ -93,6 +93,9 @@ class EMA:
         missing = set(self.shadow) ^ set(state["shadow"])
         if missing:
             raise ValueError(f"EMA state does not match the model; differing keys: {sorted(missing)[:5]}")
+        shapes = [k for k, v in state["shadow"].items() if v.shape != self.shadow[k].shape]
+        if shapes:
+            raise ValueError(f"EMA state does not match the model; differing shapes: {shapes[:5]}")
         self.decay, self.num_updates, self.warmup = state["decay"], state["num_updates"], state["warmup"]
         for k, v in state["shadow"].items():
             self.shadow[k].copy_(v)

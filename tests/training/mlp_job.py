@@ -37,6 +37,7 @@ class MLPJobConfig:
     ema_decay: float = 0.9  # EMA of the regressor
     sleep: float = 0.0  # seconds per step, so a test can kill the job mid-run
     nan_at: list[int] = field(default_factory=list)  # steps whose regressor loss is made NaN (guard test)
+    samples: bool = False  # register a sample-grid callback that draws from the global RNG
 
 
 class Regression(torch.utils.data.Dataset):
@@ -68,6 +69,8 @@ def train(cfg: MLPJobConfig) -> Run:
     run.add_ema("regressor_ema", of="regressor", decay=cfg.ema_decay)
     data = run.data_stream("train", Regression(cfg.num_samples), batch_size=cfg.batch_size)
     masks = run.generator("masks")
+    if cfg.samples:
+        run.on_samples(lambda step: torch.rand(4, 3, 8, 8))  # consumes randomness: must not change training
 
     for step in run.steps():
         batch = next(data)
