@@ -1,0 +1,129 @@
+"""Regenerate the SD3.5-Flash results on SD3-nano (docs/results/sd35_flash_nano.*).
+
+    .venv/bin/python benchmarks/sd35_flash_nano.py [--iters 200] [--n-per-category 16]
+
+Runs, in order (each stage is skipped when its output folder already exists, so an interrupted run resumes):
+prompts + teacher data, stage 1, stage 2, the 2-step student, the split-timestep branches and their merge sweep,
+and the paper's ablations (w/o adversarial objective, w/o pre-training, w/o timestep sharing, w/o discriminator
+refresh) with the same number of iterations as stage 2; then judges every model on the same prompts and seeds
+and writes the table, a comparison grid and loss curves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CFG = ROOT / "configs" / "sd35_flash"
+FD = [sys.executable, "-m", "flashdistill.cli"]
+
+
+def sh(args: list[str]) -> None:
+    print("+", " ".join(map(str, args)), flush=True)
+    subprocess.run([str(a) for a in args], check=True, cwd=ROOT)
+
+
+def stage(config: str, out: Path, overrides: list[str]) -> None:
+    if (out / "flashdistill.json").exists():
+        print(f"= {out} exists, skipped")
+        return
+    sh(FD + ["distill", "--config", CFG / config, f"out={out}", "train.overwrite=true",
+             "train.log.progress_bar=false"] + overrides)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--work", default="runs/sd35_flash_nano")
+    ap.add_argument("--iters", type=int, default=200, help="stage-2 iterations (ablations use the same)")
+    ap.add_argument("--pretrain-iters", type=int, default=300)
+    ap.add_argument("--prompts", type=int, default=1024)
+    ap.add_argument("--n-per-category", type=int, default=16)
+    ap.add_argument("--results", default="docs/results")
+    args = ap.parse_args()
+    w = ROOT / args.work
+    w.mkdir(parents=True, exist_ok=True)
+    data = w / "data"
+    if not (data / "index.json").exists():
+        sh(FD + ["shapes-prompts", "--out", w / "prompts.jsonl", "--n", args.prompts])
+        sh(FD + ["generate-data", "--config", CFG / "nano_data.yaml", "--prompts", w / "prompts.jsonl",
+                 "--out", data])
+    it = str(args.iters)
+    d = [f"data={data}"]
+    stage("nano_pretrain.yaml", w / "s1", d + [f"train.max_steps={args.pretrain_iters}", f"train.run_dir={w}/run_s1"])
+    s2 = d + [f"train.max_steps={it}", f"init_student={w / 's1'}"]
+    stage("nano_dmd.yaml", w / "s2", s2 + [f"train.run_dir={w}/run_s2"])
+    stage("nano_2step.yaml", w / "two", d + [f"train.max_steps={it}", f"init_student={w / 's2'}",
+                                             f"train.run_dir={w}/run_two"])
+    half = str(max(args.iters // 2, 1))
+    for part in ("low", "high"):
+        stage(f"nano_split_{part}.yaml", w / f"split_{part}", d + [f"train.max_steps={half}",
+              f"init_student={w / 's2'}", f"train.run_dir={w}/run_split_{part}"])
+    if not (w / "split" / "flashdistill.json").exists():
+        sh(FD + ["merge", "--low", w / "split_low", "--high", w / "split_high", "--out", w / "split",
+                 "--n-per-category", "8"])
+    ablations = {"no_adv": ["adv_weight=0"], "no_pretrain": ["init_student=null"],
+                 "no_sharing": ["timestep_sharing=false"], "no_refresh": ["disc_refresh=0"]}
+    for name, extra in ablations.items():
+        stage("nano_dmd.yaml", w / f"abl_{name}", s2 + [f"train.run_dir={w}/run_abl_{name}"] + extra)
+
+    from flashdistill.demo import comparison_grid
+    from flashdistill.eval.model_eval import evaluate_model
+    from flashdistill.eval.plots import line_plot, read_metrics
+    from flashdistill.shapes.nano import teacher_path
+
+    teacher = teacher_path()
+    rows = {
+        "teacher, 50 steps, CFG 4.5": (teacher, 50), "teacher, 4 Euler steps, CFG 4.5": (teacher, 4),
+        "teacher, 2 Euler steps, CFG 4.5": (teacher, 2), "4-step student, stage 1 only": (w / "s1", None),
+        "4-step student, stage 2": (w / "s2", None), "4-step student, split-timestep merged": (w / "split", None),
+        "2-step student": (w / "two", None), "ablation: w/o adversarial objective": (w / "abl_no_adv", None),
+        "ablation: w/o pre-training": (w / "abl_no_pretrain", None),
+        "ablation: w/o timestep sharing": (w / "abl_no_sharing", None),
+        "ablation: w/o discriminator refresh": (w / "abl_no_refresh", None),
+    }
+    from flashdistill.shapes import CATEGORIES
+
+    results, pictures = {}, {}
+    for label, (folder, steps) in rows.items():
+        print(f"= evaluating {label}", flush=True)
+        res = evaluate_model(folder, args.n_per_category, steps=steps, return_images=True)
+        pictures[label] = res.pop("images")["train"]
+        results[label] = res
+    head = "| model | ShapesEval | held-out | " + " | ".join(CATEGORIES) + " | FD | precision | recall | ms/img |"
+    lines = [head, "|" + "---|" * (len(CATEGORIES) + 7)]
+    for label, r in results.items():
+        tr = r["train"]
+        cats = " | ".join(f"{tr.get(c, float('nan')):.2f}" for c in CATEGORIES)
+        lines.append(f"| {label} | {tr['overall']:.3f} | {r['heldout']['overall']:.3f} | {cats} | "
+                     f"{tr.get('fd', float('nan')):.2f} | {tr.get('precision', float('nan')):.2f} | "
+                     f"{tr.get('recall', float('nan')):.2f} | {r['seconds_per_image'] * 1000:.1f} |")
+    out = ROOT / args.results
+    out.mkdir(parents=True, exist_ok=True)
+    comparison_grid(pictures, out / "sd35_flash_nano_grid.png", n=10)
+    curves = {"stage 1: trajectory loss": (w / "run_s1", "tg"), "stage 2: dmd": (w / "run_s2", "dmd"),
+              "stage 2: proxy fm": (w / "run_s2", "fm"), "stage 2: disc": (w / "run_s2", "disc")}
+    for name, (run_dir, key) in curves.items():
+        slug = name.split(":")[1].strip().replace(" ", "_")
+        stage_slug = name.split(":")[0].replace(" ", "")
+        line_plot({key: read_metrics(run_dir / "metrics.jsonl", key)}, out / f"sd35_flash_nano_{stage_slug}_{slug}.png",
+                  title=name)
+    sweep = (w / "split" / "merge_sweep.md").read_text() if (w / "split" / "merge_sweep.md").exists() else ""
+    cmd = "python benchmarks/sd35_flash_nano.py " + " ".join(sys.argv[1:])
+    (out / "sd35_flash_nano.md").write_text(
+        f"# SD3.5-Flash on SD3-nano\n\nRegenerate: `{cmd}` (stage 2 and ablations: {args.iters} iterations; "
+        f"{args.n_per_category} prompts per category; same prompts and seeds for every model).\n\n"
+        + "\n".join(lines) + "\n\n## Split-timestep merge sweep (ShapesEval, 8 prompts per category)\n\n" + sweep
+        + "\n![grid](sd35_flash_nano_grid.png)\n")
+    (out / "sd35_flash_nano.json").write_text(json.dumps(
+        {k: {s: ({kk: vv for kk, vv in v.items() if kk != "correct"} if isinstance(v, dict) else v)
+             for s, v in r.items()} for k, r in results.items()}, indent=2))
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
