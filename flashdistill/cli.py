@@ -48,10 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[0] if argv and argv[0] in COMMANDS else None
     parser = build_parser(only=command)
-    args = parser.parse_args(argv)
-    if command is None:
+    if command is None and (not argv or argv[0] in ("-h", "--help")):
         parser.print_help()
-        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+        return 0
+    args = parser.parse_args(argv)
     from .config import ConfigError
     from .data.errors import DataError
 

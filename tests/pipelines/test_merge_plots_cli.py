@@ -1,0 +1,69 @@
+"""Merge interpolation, PIL plots, the CLI dispatcher, and scheduler sigmas for teacher evaluation."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from flashdistill.cli import COMMANDS, main
+from flashdistill.eval.plots import line_plot, read_metrics
+from flashdistill.pipelines.merge import interpolate_state
+
+
+def test_interpolate_state_endpoints_and_ratio():
+    low = {"w": torch.zeros(3), "b": torch.ones(2), "n": torch.tensor([1, 2])}
+    high = {"w": torch.ones(3), "b": torch.zeros(2), "n": torch.tensor([1, 2])}
+    assert torch.equal(interpolate_state(low, high, 1.0)["w"], low["w"])
+    assert torch.equal(interpolate_state(low, high, 0.0)["w"], high["w"])
+    mixed = interpolate_state(low, high, 0.3)
+    torch.testing.assert_close(mixed["w"], torch.full((3,), 0.7))
+    assert torch.equal(mixed["n"], low["n"])  # integer buffers are copied, not averaged
+    with pytest.raises(ValueError, match="different parameters"):
+        interpolate_state(low, {"w": high["w"]}, 0.5)
+    with pytest.raises(ValueError, match="shapes"):
+        interpolate_state(low, {**high, "w": torch.ones(4)}, 0.5)
+
+
+def test_line_plot_from_metrics(tmp_path):
+    rows = [{"step": s, "loss": 1.0 / s} for s in range(1, 11)] + [{"step": 11, "other": 1.0}]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    steps, values = read_metrics(tmp_path / "metrics.jsonl", "loss")
+    assert steps == list(range(1, 11)) and values[0] == 1.0
+    path = line_plot({"loss": (steps, values)}, tmp_path / "loss.png", title="loss")
+    from PIL import Image
+
+    image = Image.open(path)
+    assert image.size == (640, 360)
+    assert len(set(image.getdata())) > 3  # something was drawn
+    with pytest.raises(ValueError):
+        line_plot({"empty": ([], [])}, tmp_path / "none.png")
+
+
+def test_cli_help_lists_every_command(capsys):
+    assert main(["--help"]) == 0
+    text = capsys.readouterr().out
+    for name in COMMANDS:
+        assert name in text
+
+
+def test_cli_reports_config_errors_cleanly(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("recipe: sd35_flash\nstage: dmd\nnum_step: 4\n")
+    proc = subprocess.run([sys.executable, "-m", "flashdistill.cli", "distill", "--config", str(bad)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "num_step" in proc.stderr and "num_steps" in proc.stderr  # names the key and the nearest valid one
+    assert "Traceback" not in proc.stderr
+
+
+def test_scheduler_sigmas_match_diffusers(tiny_pipe):
+    from flashdistill.pipelines.generate import scheduler_sigmas
+
+    sigmas = scheduler_sigmas(tiny_pipe, 4)
+    sched = tiny_pipe.scheduler.from_config(tiny_pipe.scheduler.config)
+    sched.set_timesteps(4)
+    assert sigmas == [float(s) for s in sched.sigmas] and sigmas[-1] == 0.0 and len(sigmas) == 5
