@@ -205,7 +205,7 @@ def distribution_matching(cfg: SD35FlashConfig) -> None:
                 if use_adv:
                     d_noise = torch.randn((levels * b, *x0_s.shape[1:]), generator=gen, device=device)
                     feats = disc_features(proxy_fixed, x0_s, cfg.disc_t_star, cond, cfg.disc_blocks, d_noise)
-                    out = g_adv(d_slot.model(feats), num_levels=levels)
+                    out = g_adv(d_slot.module(feats), num_levels=levels)  # frozen heads: bare module
                     terms["adv"] = cfg.adv_weight * out.loss.mean()
                 if cfg.gram_weight > 0:
                     t_g = torch.full((b,), 0.5, device=device)
@@ -223,7 +223,10 @@ def distribution_matching(cfg: SD35FlashConfig) -> None:
             with torch.no_grad():
                 f_fake = disc_features(proxy_fixed, x0_fake, cfg.disc_t_star, cond, cfg.disc_blocks, d_noise)
                 f_real = disc_features(proxy_fixed, real_x0, cfg.disc_t_star, cond, cfg.disc_blocks, d_noise)
-            out = d_adv(d_slot.model(f_real), d_slot.model(f_fake), num_levels=levels)
+            # one forward over real and fake together (a DDP-wrapped model must run once per backward)
+            logits = d_slot.model([torch.cat([r, f]) for r, f in zip(f_real, f_fake)])
+            n_real = f_real[0].shape[0]
+            out = d_adv([lg[:n_real] for lg in logits], [lg[n_real:] for lg in logits], num_levels=levels)
             run.update("disc", {"disc": out.loss.mean()})
             run.log(**{k: v for k, v in out.logs.items() if "/head" not in k})
             if cfg.disc_refresh > 0:
