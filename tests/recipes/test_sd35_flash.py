@@ -51,8 +51,13 @@ def _changed(folder, tiny_pipe) -> float:
     return max((weights[k] - ref[k]).abs().max().item() for k in weights)
 
 
-def test_pretrain_stage(data_dir, tiny_pipe):
+@pytest.fixture(scope="module")
+def pre_student(data_dir):
     run_recipe(_cfg(data_dir, "pre", stage="pretrain", student_optim={"lr": 1e-3}))
+    return data_dir / "pre"
+
+
+def test_pretrain_stage(data_dir, pre_student, tiny_pipe):
     rows = _metrics(data_dir, "pre")
     assert [r["step"] for r in rows] == [1, 2] and all(r["tg"] > 0 for r in rows)
     assert _changed(data_dir / "pre", tiny_pipe) > 0
@@ -62,7 +67,7 @@ def test_pretrain_stage(data_dir, tiny_pipe):
 
 
 @pytest.mark.parametrize("sharing", [True, False])
-def test_dmd_stage_all_terms(data_dir, sharing):
+def test_dmd_stage_all_terms(data_dir, pre_student, sharing):
     name = f"dmd_{sharing}"
     run_recipe(_cfg(data_dir, name, stage="dmd", init_student=str(data_dir / "pre"), proxy_updates=1,
                     timestep_sharing=sharing, disc_blocks=[0, 1], disc_hidden=16, disc_refresh=0.5,
@@ -76,7 +81,7 @@ def test_dmd_stage_all_terms(data_dir, sharing):
         assert all("dmd" in r for r in rows)  # re-noising gives every step a DMD term
 
 
-def test_two_step_grid_and_split_range(data_dir):
+def test_two_step_grid_and_split_range(data_dir, pre_student):
     run_recipe(_cfg(data_dir, "split", stage="dmd", proxy_updates=1, disc_blocks=[1], disc_hidden=16,
                     step_range=[0.5, 1.0], num_steps=4))
     assert {r["step_index"] for r in _metrics(data_dir, "split")} <= {0.0, 1.0}  # steps at t = 1, .75 only
@@ -86,7 +91,7 @@ def test_two_step_grid_and_split_range(data_dir):
     assert info["sigmas"] == [1.0, 0.5]
 
 
-def test_student_folder_runs_in_stock_diffusers(data_dir):
+def test_student_folder_runs_in_stock_diffusers(data_dir, pre_student):
     from diffusers import StableDiffusion3Pipeline
 
     folder = data_dir / "pre"
