@@ -118,6 +118,27 @@ def _finish(run, cfg, pipe, student_net, grid, settings, data, ema=None):
     print(f"student written to {cfg.out}")
 
 
+def _sample_grid(run, pipe, data, student, grid):
+    """Register a callback drawing the student's samples for 8 fixed dataset prompts (``log.samples_every``)."""
+    from ..data.batch import collate
+    from ..models.vae import LatentCodec
+    from ..sampling import student_sample
+
+    items = [data[i] for i in range(min(8, len(data)))]
+    cond = collate([it["cond"] for it in items]) if items else None
+    codec = LatentCodec(pipe.vae.to(run.device))
+
+    def draw(step: int):
+        shape = items[0]["latents"].shape
+        noise = torch.randn((len(items), *shape), generator=torch.Generator().manual_seed(0)).to(run.device)
+        with torch.no_grad():
+            x0 = student_sample(student, noise, grid.to(run.device), cond.to(run.device))
+        return (codec.decode(x0) + 1) / 2
+
+    if items:
+        run.on_samples(draw)
+
+
 def pretrain(cfg: SD35FlashConfig) -> None:
     """Stage 1: trajectory guidance on stored teacher trajectories."""
     from ..training.run import Run
@@ -134,6 +155,7 @@ def pretrain(cfg: SD35FlashConfig) -> None:
     steps = GridSampler(grid, tuple(cfg.step_range) if cfg.step_range else None)
     loss_fn = TrajectoryLoss()
     student = SD3Adapter(slot.model)
+    _sample_grid(run, pipe, data, SD3Adapter(slot.module), grid)
     for _ in run.steps():
         batch = next(stream)
         traj, cond = batch["trajectory"].to(run.device), batch["cond"].to(run.device)
@@ -178,6 +200,7 @@ def distribution_matching(cfg: SD35FlashConfig) -> None:
     levels = len(cfg.disc_t_star)
     student, proxy = SD3Adapter(s_slot.model), SD3Adapter(p_slot.model)
     proxy_fixed, teacher_plain = SD3Adapter(p_slot.module), SD3Adapter(teacher_net)
+    _sample_grid(run, pipe, data, SD3Adapter(s_slot.module), grid)
     for it in run.steps():
         batch = next(stream)
         real_x0, cond = batch["latents"].to(device), batch["cond"].to(device)

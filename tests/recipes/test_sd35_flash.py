@@ -53,7 +53,9 @@ def _changed(folder, tiny_pipe) -> float:
 
 @pytest.fixture(scope="module")
 def pre_student(data_dir):
-    run_recipe(_cfg(data_dir, "pre", stage="pretrain", student_optim={"lr": 1e-3}))
+    cfg = _cfg(data_dir, "pre", stage="pretrain", student_optim={"lr": 1e-3})
+    cfg.train.log.samples_every = 2
+    run_recipe(cfg)
     return data_dir / "pre"
 
 
@@ -64,6 +66,7 @@ def test_pretrain_stage(data_dir, pre_student, tiny_pipe):
     info = json.loads((data_dir / "pre" / "flashdistill.json").read_text())
     assert info["sigmas"] == [1.0, 0.75, 0.5, 0.25] and info["guidance_scale"] == 1.0
     assert info["max_sequence_length"] == 8  # taken from the data it was trained on
+    assert (data_dir / "run_pre" / "samples" / "step_00000002.png").is_file()  # periodic sample grid
 
 
 @pytest.mark.parametrize("sharing", [True, False])
