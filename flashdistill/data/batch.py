@@ -22,7 +22,7 @@ def _item_name(items: list, i: int) -> str:
     return f"item {i}"
 
 
-def collate(items: list[Any], _key: str = "") -> Any:
+def collate(items: list[Any], _key: str = "", _names: list[str] | None = None) -> Any:
     """Stack a list of samples into a batch; mismatched shapes raise ``ValueError`` naming the items."""
     if not items:
         raise ValueError("cannot collate an empty list of samples")
@@ -33,7 +33,7 @@ def collate(items: list[Any], _key: str = "") -> Any:
             if not isinstance(t, torch.Tensor) or t.shape != first.shape:
                 shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
                 raise ValueError(
-                    f"cannot batch{where}: {_item_name(items, i)} has shape {shape}, "
+                    f"cannot batch{where}: {_names[i] if _names else _item_name(items, i)} has shape {shape}, "
                     f"item 0 has {tuple(first.shape)}"
                 )
         return torch.stack(items)
@@ -45,10 +45,11 @@ def collate(items: list[Any], _key: str = "") -> Any:
             missing = [i for i, it in enumerate(items) if key not in it]
             if missing:
                 raise ValueError(f"cannot batch: {_item_name(items, missing[0])} has no field '{key}'")
-            out[key] = collate([it[key] for it in items], key)
+            names = _names or [_item_name(items, i) for i in range(len(items))]
+            out[key] = collate([it[key] for it in items], f"{_key}.{key}" if _key else key, names)
         return out
     if isinstance(first, tuple):
-        return tuple(collate(list(col), f"{_key}[{j}]") for j, col in enumerate(zip(*items)))
+        return tuple(collate(list(col), f"{_key}[{j}]", _names) for j, col in enumerate(zip(*items)))
     if isinstance(first, (int, float)) and not isinstance(first, bool):
         return torch.tensor(items)
     return list(items)

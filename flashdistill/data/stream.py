@@ -29,15 +29,17 @@ def epoch_permutation(n: int, seed: int, epoch: int, shuffle: bool = True) -> to
 
 
 class _BatchSampler:
-    def __init__(self, stream: BatchStream, epoch: int, start: int):
-        self.stream, self.epoch, self.start = stream, epoch, start
+    """Index lists of the remaining batches of one epoch (plain data: no reference back to the stream, so
+    dropping the loader shuts its workers down at once)."""
+
+    def __init__(self, batches: list[list[int]]):
+        self.batches = batches
 
     def __iter__(self) -> Iterator[list[int]]:
-        for p in range(self.start, self.stream.batches_per_epoch):
-            yield self.stream.indices(self.epoch, p)
+        return iter(self.batches)
 
     def __len__(self) -> int:
-        return self.stream.batches_per_epoch - self.start
+        return len(self.batches)
 
 
 class BatchStream:
@@ -95,9 +97,10 @@ class BatchStream:
             batch = self.collate([self.dataset[i] for i in self.indices(self.epoch, self.position)])
         else:
             if self._iter is None:
+                remaining = [self.indices(self.epoch, p) for p in range(self.position, self.batches_per_epoch)]
                 loader = DataLoader(
                     self.dataset,
-                    batch_sampler=_BatchSampler(self, self.epoch, self.position),
+                    batch_sampler=_BatchSampler(remaining),
                     num_workers=self.num_workers,
                     collate_fn=self.collate,
                     generator=torch.Generator().manual_seed(self.seed),
