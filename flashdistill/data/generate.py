@@ -142,6 +142,8 @@ def run_generate_data(args: argparse.Namespace) -> int:
         return 2
     if out is not None:
         print(f"dataset complete: {out}")
+    else:
+        print("this process's shards are written; the last process to finish writes index.json")
     return 0
 
 

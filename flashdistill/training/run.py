@@ -113,13 +113,19 @@ class Run:
     ) -> ModelSlot:
         """Register a trained model with its own AdamW (``parameters`` defaults to all trainable ones).
 
-        Models are prepared by accelerate in registration order (DDP/FSDP wrapping, device, precision);
-        register the same models in the same order when resuming.
+        ``gradient_checkpointing``: ``True`` requires support, ``None`` follows ``train.gradient_checkpointing``
+        (applied where supported). Models are prepared by accelerate in registration order (DDP/FSDP
+        wrapping, device, precision); register the same models in the same order when resuming.
         """
         if name in self.slots or name in self.frozen:
             raise ValueError(f"a model named '{name}' is already registered")
-        if gradient_checkpointing if gradient_checkpointing is not None else self.cfg.gradient_checkpointing:
+        if gradient_checkpointing:  # asked for this model: it must support it
             enable_gradient_checkpointing(module)
+        elif gradient_checkpointing is None and self.cfg.gradient_checkpointing:  # job-wide: where supported
+            try:
+                enable_gradient_checkpointing(module)
+            except ValueError:
+                logger.info("gradient checkpointing: '%s' has no support for it, left as is", name)
         module.train()
         optimizer = build_adamw(parameters if parameters is not None else module.parameters(), optim)
         scheduler = build_schedule(optimizer, optim, self.cfg.max_steps)

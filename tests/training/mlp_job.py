@@ -34,7 +34,7 @@ class MLPJobConfig:
     input_noise: float = 0.1  # std of noise added to inputs from the global torch RNG
     mask_prob: float = 0.1  # fraction of inputs zeroed with the named generator
     critic_every: int = 2  # critic update every N steps (a phase counter)
-    ema_decay: float = 0.9  # EMA of the regressor
+    ema_decay: float | None = 0.9  # EMA of the regressor (null: none, e.g. under FSDP)
     sleep: float = 0.0  # seconds per step, so a test can kill the job mid-run
     nan_at: list[int] = field(default_factory=list)  # steps whose regressor loss is made NaN (guard test)
     samples: bool = False  # register a sample-grid callback that draws from the global RNG
@@ -66,7 +66,8 @@ def train(cfg: MLPJobConfig) -> Run:
     run = Run(cfg.train, config=cfg)
     reg = run.add_model("regressor", net, cfg.optim)
     crit = run.add_model("critic", critic, cfg.critic_optim)
-    run.add_ema("regressor_ema", of="regressor", decay=cfg.ema_decay)
+    if cfg.ema_decay is not None:
+        run.add_ema("regressor_ema", of="regressor", decay=cfg.ema_decay)
     data = run.data_stream("train", Regression(cfg.num_samples), batch_size=cfg.batch_size)
     masks = run.generator("masks")
     if cfg.samples:
@@ -100,7 +101,8 @@ def train(cfg: MLPJobConfig) -> Run:
     if run.is_main:
         weights = {f"regressor.{k}": v for k, v in reg.module.state_dict().items()}
         weights.update({f"critic.{k}": v for k, v in crit.module.state_dict().items()})
-        weights.update({f"ema.{k}": v for k, v in run.emas["regressor_ema"].shadow.items()})
+        for name, ema in run.emas.items():
+            weights.update({f"{name}.{k}": v for k, v in ema.shadow.items()})
         save_file(
             {k: v.detach().cpu().contiguous() for k, v in weights.items()},
             str(Path(cfg.train.run_dir) / "final.safetensors"),
