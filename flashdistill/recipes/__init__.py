@@ -17,6 +17,7 @@ RECIPES = {"sd35_flash": "flashdistill.recipes.sd35_flash"}
 def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="recipe YAML (its `recipe:` key picks the recipe)")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--resume", action="store_true", help="continue from the latest valid checkpoint")
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.max_steps=10")
 
 
@@ -27,7 +28,8 @@ def run(args) -> int:
     if name not in RECIPES:
         raise SystemExit(f"{args.config}: `recipe: {name}` is not one of {sorted(RECIPES)}")
     module = importlib.import_module(RECIPES[name])
-    _, cfg = load_any_config(args.config, args.overrides)
+    overrides = list(args.overrides) + (["train.resume=true"] if args.resume else [])
+    _, cfg = load_any_config(args.config, overrides)
     if args.dry_run:
         print(dump_config(cfg))
         return 0

@@ -195,13 +195,15 @@ def export_teacher(pipe, out: str | Path, shift: float) -> Path:
 def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default="configs/sd3_nano_teacher.yaml", help="YAML config")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--resume", action="store_true", help="continue both stages from their latest checkpoints")
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides")
 
 
 def run(args) -> int:
     from ..config import dump_config, load_config
 
-    cfg = load_config(TeacherConfig, args.config, args.overrides)
+    resume = ["vae.train.resume=true", "dit.train.resume=true"] if args.resume else []
+    cfg = load_config(TeacherConfig, args.config, list(args.overrides) + resume)
     if args.dry_run:
         print(dump_config(cfg))
         return 0
