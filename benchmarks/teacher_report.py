@@ -1,0 +1,72 @@
+"""Regenerate the SD3-nano teacher report (docs/results/teacher_report.md and its sample grids).
+
+    .venv/bin/python benchmarks/teacher_report.py [--n-per-category 16]
+
+ShapesEval (overall, per category; train and held-out compositions), FD (train split, against real Shapes images)
+and time per image, at 50, 25, 8, 4 and 2 Euler steps (diffusers' own sigmas for each step count), with CFG 4.5 and
+without, with and without the T5 text encoder. Same prompts and seeds in every setting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main() -> int:
+    from flashdistill.demo import comparison_grid
+    from flashdistill.eval.model_eval import evaluate_model
+    from flashdistill.pipelines.sample import load_pipeline
+    from flashdistill.shapes import CATEGORIES
+    from flashdistill.shapes.nano import teacher_path
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n-per-category", type=int, default=16)
+    ap.add_argument("--steps", default="50,25,8,4,2")
+    ap.add_argument("--out", default="docs/results")
+    args = ap.parse_args()
+    out = ROOT / args.out
+    (out / "teacher_grids").mkdir(parents=True, exist_ok=True)
+    folder = teacher_path()
+    head = ("| T5 | CFG | steps | ShapesEval | held-out | " + " | ".join(CATEGORIES)
+            + " | FD | precision | recall | ms/img |")
+    lines = [head, "|" + "---|" * (len(CATEGORIES) + 9)]
+    results = {}
+    for drop_t5 in (False, True):
+        pipe = load_pipeline(folder, drop_t5=drop_t5)
+        for guidance in (4.5, 1.0):
+            rows = {}
+            for steps in [int(s) for s in args.steps.split(",")]:
+                key = f"t5={'no' if drop_t5 else 'yes'} cfg={guidance} steps={steps}"
+                print("=", key, flush=True)
+                r = evaluate_model(folder, args.n_per_category, steps=steps, guidance=guidance, pipe=pipe,
+                                   return_images=True)
+                rows[f"{steps} steps"] = r.pop("images")["train"]
+                results[key] = r
+                tr = r["train"]
+                cats = " | ".join(f"{tr.get(c, float('nan')):.2f}" for c in CATEGORIES)
+                lines.append(f"| {'no' if drop_t5 else 'yes'} | {guidance} | {steps} | {tr['overall']:.3f} | "
+                             f"{r['heldout']['overall']:.3f} | {cats} | {tr.get('fd', float('nan')):.2f} | "
+                             f"{tr.get('precision', float('nan')):.2f} | {tr.get('recall', float('nan')):.2f} | "
+                             f"{r['seconds_per_image'] * 1000:.1f} |")
+            name = f"teacher_grids/t5_{'no' if drop_t5 else 'yes'}_cfg_{guidance}.png"
+            comparison_grid(rows, out / name, n=12)
+    cmd = "python benchmarks/teacher_report.py " + " ".join(sys.argv[1:])
+    grids = "\n".join(f"![{p.stem}]({p.relative_to(out)})" for p in sorted((out / "teacher_grids").glob("*.png")))
+    (out / "teacher_report.md").write_text(
+        f"# SD3-nano teacher report\n\nRegenerate: `{cmd}` ({args.n_per_category} prompts per category and split; "
+        "FD on the train split against 512 real Shapes images).\n\n" + "\n".join(lines)
+        + "\n\nSample grids (rows: step counts; same prompts and seeds):\n\n" + grids + "\n")
+    (out / "teacher_report.json").write_text(json.dumps(
+        {k: {s: ({kk: vv for kk, vv in v.items() if kk != "correct"} if isinstance(v, dict) else v)
+             for s, v in r.items()} for k, r in results.items()}, indent=2))
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
