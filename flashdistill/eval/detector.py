@@ -169,7 +169,7 @@ class Detector:
         self.chroma_min = chroma_min  # foreground threshold on max(rgb) - min(rgb), 0..255 scale
         self.min_area_frac = min_area_frac  # smallest component kept, as a fraction of the image area
         self.max_fit = max_fit  # worst misfit (sum |coverage - drawn shape| / area) still called a shape
-        self.chroma_floor = chroma_floor  # chroma of a background pixel (zero coverage)
+        self.chroma_floor = chroma_floor  # lowest chroma counted as zero coverage
         self.blur_cost = blur_cost  # misfit added per blur level, to prefer sharp explanations
         self.max_objects = max_objects  # shapes fitted per image at most (largest components first)
         self.chunk = chunk  # images per batch (memory)
@@ -219,8 +219,16 @@ class Detector:
         own = lab[img_of] == lab_of.view(-1, 1, 1)  # (K, H, W)
         near = F.max_pool2d(own.float().unsqueeze(1), 5, stride=1, padding=2).squeeze(1) > 0
         region = own | (near & (cls[img_of] < 0))
-        floor = self.chroma_floor
-        cov = ((chroma[img_of] - floor) / (cmax - floor).clamp_min(1).view(-1, 1, 1)).clamp(0, 1) * region
+        # Full coverage = the 90th percentile of chroma in the component's core (robust to colour noise, close
+        # to the peak under blur; the peak if there is no core); zero coverage = the image's background chroma
+        # level (which grows with colour noise).
+        c = chroma[img_of]
+        core = -F.max_pool2d(-own.float().unsqueeze(1), 3, stride=1, padding=1).squeeze(1) > 0
+        full = torch.where(core, c, torch.nan).flatten(1).nanquantile(0.9, dim=1)
+        full = torch.where(core.flatten(1).any(1), full, cmax)
+        bg = torch.where(cls < 0, chroma, torch.nan).flatten(1).nanmedian(1).values.nan_to_num(0.0)
+        floor = torch.clamp(1.5 * bg, min=self.chroma_floor)[img_of]
+        cov = ((c - floor.view(-1, 1, 1)) / (full - floor).clamp_min(1).view(-1, 1, 1)).clamp(0, 1) * region
         # Components no shape could produce (sparse or elongated) skip the fit: they are blobs.
         own_box = _boxes(own)
         bw, bh = (own_box[:, 2] - own_box[:, 0]).float(), (own_box[:, 3] - own_box[:, 1]).float()

@@ -1,12 +1,12 @@
 """FD on the Shapes world: Frechet distance, precision/recall and diversity in a feature space learned on real
 Shapes images.
 
-``FeatureNet`` is a small CNN (4 conv layers with GroupNorm, strides 2-2-2-1, ~0.26M parameters) trained by
-``train_feature_net`` on rendered train-split scenes to predict, from a 32x32 image, (a) which of the 24
-(colour, shape) pairs are present (multi-label), (b) how many objects there are (1-4) and (c) which image
-quadrants hold an object centre. Its penultimate layer (128-d, after ReLU) is the feature space: it encodes
-exactly the attributes the world is made of, and it reacts to blur, noise and colour shifts because it never
-saw them. Images of other sizes are area-resampled to 32x32 first. The shipped weights are
+``FeatureNet`` is a small CNN (4 stride-2 conv layers with GroupNorm, mean+max pooling, ~0.28M parameters)
+trained by ``train_feature_net`` on rendered train-split scenes to predict, from a 32x32 image, (a) which of
+the 24 (colour, shape) pairs are present (multi-label), (b) how many objects there are (1-4) and (c) which
+image quadrants hold an object centre. Its penultimate layer (128-d, after ReLU) is the feature space: it
+encodes exactly the attributes the world is made of, and it reacts to blur, noise and colour shifts because
+it never saw them. Images of other sizes are area-resampled to 32x32 first. The shipped weights are
 ``flashdistill/assets/fdnet.safetensors`` with their metadata (including held-out accuracy) in ``fdnet.json``;
 ``python -m flashdistill.eval.fd`` rebuilds them.
 
@@ -45,21 +45,25 @@ FEAT_SIZE = 32
 class FeatureNet(nn.Module):
     """``(B, 3, 32, 32)`` in [-1, 1] -> 128-d features (``features``) -> attribute logits (``forward``)."""
 
-    def __init__(self, width: int = 32, dim: int = 128):
+    def __init__(self, width: int = 32, dim: int = 128, strides: tuple[int, ...] = (2, 2, 2, 2),
+                 pool: str = "meanmax"):
         super().__init__()
         chans = [3, width, 2 * width, 4 * width, 4 * width]
         layers: list[nn.Module] = []
-        for i in range(4):
-            layers += [nn.Conv2d(chans[i], chans[i + 1], 3, stride=2 if i < 3 else 1, padding=1),
+        for i, stride in enumerate(strides):
+            layers += [nn.Conv2d(chans[i], chans[i + 1], 3, stride=stride, padding=1),
                        nn.GroupNorm(8, chans[i + 1]), nn.ReLU()]
         self.trunk = nn.Sequential(*layers)
-        self.fc = nn.Linear(chans[-1], dim)
+        self.pool = pool  # "meanmax": mean- and max-pooled trunk features; "mean": mean only
+        self.fc = nn.Linear((2 if pool == "meanmax" else 1) * chans[-1], dim)
         self.pairs = nn.Linear(dim, len(PAIRS))
         self.count = nn.Linear(dim, 4)
         self.quadrants = nn.Linear(dim, 4)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.fc(self.trunk(x).mean((2, 3))))
+        h = self.trunk(x)
+        pooled = torch.cat([h.mean((2, 3)), h.amax((2, 3))], 1) if self.pool == "meanmax" else h.mean((2, 3))
+        return F.relu(self.fc(pooled))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         f = self.features(x)
@@ -101,7 +105,7 @@ def _accuracy(net: FeatureNet, data) -> dict[str, float]:
 
 
 def train_feature_net(out_path: str | Path = ASSET, steps: int = 1500, seed: int = 0, n_train: int = 16000,
-                      batch_size: int = 96, lr: float = 2e-3) -> dict:
+                      batch_size: int = 64, lr: float = 3e-3) -> dict:
     """Train ``FeatureNet`` on rendered Shapes, write weights + ``.json`` metadata; returns the metadata."""
     from safetensors.torch import save_file
 
@@ -127,7 +131,8 @@ def train_feature_net(out_path: str | Path = ASSET, steps: int = 1500, seed: int
         if step % 250 == 0 or step == steps - 1:
             print(f"step {step:5d}  loss {loss.item():.4f}  ({time.time() - t0:.0f}s)", flush=True)
     net.eval()
-    meta = {"arch": {"width": 32, "dim": 128}, "steps": steps, "seed": seed, "n_train": n_train,
+    arch = {"width": 32, "dim": 128, "strides": [2, 2, 2, 2], "pool": "meanmax"}
+    meta = {"arch": arch, "steps": steps, "seed": seed, "n_train": n_train,
             "batch_size": batch_size, "params": sum(p.numel() for p in net.parameters()),
             "heldout_real": _accuracy(net, held), "train_seconds": round(time.time() - t0, 1),
             "trained_to_predict": "24 (colour, shape) presence labels, object count 1-4, quadrant occupancy",
@@ -148,7 +153,8 @@ def load_feature_net(path: str | Path = ASSET) -> FeatureNet:
         raise FileNotFoundError(f"FD feature network not found at {path}; rebuild it with `{REGENERATE}`")
     meta_path = path.with_suffix(".json")
     arch = json.loads(meta_path.read_text())["arch"] if meta_path.exists() else {}
-    net = FeatureNet(**arch)
+    arch = {"strides": (2, 2, 2, 1), "pool": "mean", **arch}  # first shipped version had no such keys
+    net = FeatureNet(**{k: tuple(v) if isinstance(v, list) else v for k, v in arch.items()})
     net.load_state_dict(load_file(str(path)))
     return net.eval()
 

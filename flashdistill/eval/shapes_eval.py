@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from ..shapes.geometry import FILL
 from ..shapes.render import Scene
 from ..shapes.spec import CATEGORIES, Obj, Spec, relative_position
 from .detector import Detection, Detector
@@ -88,7 +89,7 @@ def scene_detections(scene: Scene, size: int) -> list[Detection]:
     out = []
     for o in scene.objects:
         box = tuple(float(v) for v in o.box * size)
-        out.append(Detection(o.color, o.shape, box, float((o.size * size) ** 2), 0.0))
+        out.append(Detection(o.color, o.shape, box, float(FILL[o.shape] * (o.size * size) ** 2), 0.0))
     return sorted(out, key=lambda d: -d.area)
 
 

@@ -55,10 +55,14 @@ def test_ground_truth_at_64_pixels_and_held_out_split(judge):
     assert result["overall"] >= 0.97, result
 
 
-def test_robust_to_blur_and_hue_drift(judge, gt32):
+def test_robust_to_blur_noise_desaturation_and_hue_drift(judge, gt32):
     prompts, _, images = gt32
     specs = [s for _, s in prompts]
     assert judge.score(_blur(images, 0.8), specs)["overall"] >= 0.95
+    noisy = images + np.random.default_rng(0).normal(0, 8, images.shape)  # independent per channel
+    assert judge.score(np.clip(noisy, 0, 255).astype(np.uint8), specs)["overall"] >= 0.95
+    washed = images.mean(-1, keepdims=True) * 0.6 + images * 0.4  # 60% desaturated
+    assert judge.score(washed.astype(np.uint8), specs)["overall"] >= 0.95
     hsv = np.stack([np.asarray(Image.fromarray(i).convert("HSV")) for i in images]).astype(np.int16)
     hsv[..., 0] = (hsv[..., 0] + 10) % 256  # +14 degrees of hue
     drifted = np.stack([np.asarray(Image.fromarray(h.astype(np.uint8), "HSV").convert("RGB")) for h in hsv])
