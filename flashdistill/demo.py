@@ -21,6 +21,7 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "sd35_flash"
 
 def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/demo", help="run folder for data, students and the report")
+    parser.add_argument("--teacher", default=None, help="teacher pipeline folder (default: the shipped SD3-nano)")
     parser.add_argument("--prompts", type=int, default=384, help="teacher samples to distil from")
     parser.add_argument("--pretrain-steps", type=int, default=150)
     parser.add_argument("--dmd-steps", type=int, default=60)
@@ -64,13 +65,13 @@ def run(args) -> int:
     t_start = time.time()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    teacher = teacher_path()
+    teacher = Path(args.teacher) if args.teacher else teacher_path()
     prompts = write_prompts(out / "prompts.jsonl", args.prompts, seed=0)
     print(f"== teacher {teacher}\n== generating {args.prompts} teacher samples with trajectories")
-    generate(GenerateConfig(out=str(out / "data"), prompts=str(prompts), model="sd3-nano", num_steps=20,
+    generate(GenerateConfig(out=str(out / "data"), prompts=str(prompts), model=str(teacher), num_steps=20,
                             guidance_scale=4.5, trajectory_grid=[1.0, 0.75, 0.5, 0.25, 0.0], shard_size=128,
                             batch_size=64))
-    common = [f"data={out / 'data'}"]
+    common = [f"data={out / 'data'}", f"teacher={teacher}"]
     _stage("nano_pretrain.yaml", out, common + [
         f"out={out / 'student_pretrain'}", f"train.max_steps={args.pretrain_steps}",
         f"train.run_dir={out / 'pretrain'}"])

@@ -40,8 +40,12 @@ def read_run_settings(folder: str | Path) -> dict:
 def load_pipeline(folder: str | Path, drop_t5: bool = False, dtype=None):
     """Stock ``StableDiffusion3Pipeline.from_pretrained`` (offline), optionally without T5."""
     import torch
+    import transformers
     from diffusers import StableDiffusion3Pipeline
+    from diffusers.utils import logging as diffusers_logging
 
+    diffusers_logging.disable_progress_bar()  # per-component loading bars drown the job's own progress
+    transformers.utils.logging.disable_progress_bar()
     folder = Path(folder)
     if not (folder / "model_index.json").exists():
         raise SystemExit(f"{folder}: not a diffusers pipeline folder (no model_index.json)")

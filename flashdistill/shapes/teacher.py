@@ -68,7 +68,8 @@ class TeacherConfig:
     out: str = "flashdistill/assets/sd3-nano"  # the trained pipeline folder written at the end
     pool_size: int = field(default=60000, metadata={"min": 64})  # rendered training scenes (train split)
     seed: int = 0  # model initialisation and data seed
-    stages: list[str] = field(default_factory=lambda: ["vae", "dit"])  # which stages to run
+    stages: list[str] = field(default_factory=lambda: ["vae", "dit"])  # which stages to run ("export" too)
+    export_from: str | None = None  # stage "export": a dit checkpoint folder whose EMA is written to `out`
     vae: VAEStage = field(default_factory=VAEStage)  # stage 1
     dit: DiTStage = field(default_factory=DiTStage)  # stage 2
 
@@ -177,6 +178,26 @@ def train_dit(cfg: TeacherConfig, pipe, pool) -> None:
             export_teacher(pipe, cfg.out, shift=st.shift)
 
 
+def export_checkpoint(cfg: TeacherConfig, pipe, checkpoint: str | Path) -> Path:
+    """Write the teacher from a dit checkpoint's EMA (e.g. to inspect or ship a run that was cut short)."""
+    from diffusers import AutoencoderKL
+    from safetensors.torch import load_file
+
+    from .nano import MAX_SEQUENCE_LENGTH
+
+    ema_file = Path(checkpoint) / "ema" / "denoiser_ema.safetensors"
+    if not ema_file.is_file():
+        raise FileNotFoundError(f"export_from: no EMA weights at {ema_file}")
+    pipe.vae = AutoencoderKL.from_pretrained(Path(cfg.vae.train.run_dir) / "final")
+    denoiser = NanoDenoiser(pipe, MAX_SEQUENCE_LENGTH)
+    missing, unexpected = denoiser.load_state_dict(load_file(str(ema_file)), strict=False)
+    unique = {n for n, _ in denoiser.named_parameters()}  # tied weights (T5's embed_tokens) appear once
+    missing = [k for k in missing if k in unique]
+    if unexpected or missing:
+        raise ValueError(f"{ema_file}: does not match SD3-nano (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return export_teacher(pipe, cfg.out, shift=cfg.dit.shift)
+
+
 def export_teacher(pipe, out: str | Path, shift: float) -> Path:
     """Write the pipeline folder with a scheduler using the training shift, plus ``flashdistill.json``."""
     from .nano import MAX_SEQUENCE_LENGTH, RESOLUTION
@@ -207,9 +228,18 @@ def run(args) -> int:
     if args.dry_run:
         print(dump_config(cfg))
         return 0
-    pipe, pool = _pipe_and_pool(cfg)
+    if cfg.stages == ["export"]:
+        from .nano import build_nano_pipeline
+
+        pipe, pool = build_nano_pipeline(seed=cfg.seed), None
+    else:
+        pipe, pool = _pipe_and_pool(cfg)
     if "vae" in cfg.stages:
         train_vae(cfg, pipe, pool)
     if "dit" in cfg.stages:
         train_dit(cfg, pipe, pool)
+    if "export" in cfg.stages:
+        if not cfg.export_from:
+            raise SystemExit("stage export needs export_from=<dit checkpoint folder>")
+        print(f"teacher written to {export_checkpoint(cfg, pipe, cfg.export_from)}")
     return 0
