@@ -43,6 +43,7 @@ def main() -> int:
     ap.add_argument("--prompts", type=int, default=1024)
     ap.add_argument("--n-per-category", type=int, default=16)
     ap.add_argument("--results", default="docs/results")
+    ap.add_argument("--teacher", default=None, help="teacher folder (default: the shipped SD3-nano)")
     args = ap.parse_args()
     w = ROOT / args.work
     w.mkdir(parents=True, exist_ok=True)
@@ -50,9 +51,9 @@ def main() -> int:
     if not (data / "index.json").exists():
         sh(FD + ["shapes-prompts", "--out", w / "prompts.jsonl", "--n", args.prompts])
         sh(FD + ["generate-data", "--config", CFG / "nano_data.yaml", "--prompts", w / "prompts.jsonl",
-                 "--out", data])
+                 "--out", data] + (["--model", args.teacher] if args.teacher else []))
     it = str(args.iters)
-    d = [f"data={data}"]
+    d = [f"data={data}"] + ([f"teacher={args.teacher}"] if args.teacher else [])
     stage("nano_pretrain.yaml", w / "s1", d + [f"train.max_steps={args.pretrain_iters}", f"train.run_dir={w}/run_s1"])
     s2 = d + [f"train.max_steps={it}", f"init_student={w / 's1'}"]
     stage("nano_dmd.yaml", w / "s2", s2 + [f"train.run_dir={w}/run_s2"])
@@ -75,7 +76,7 @@ def main() -> int:
     from flashdistill.eval.plots import line_plot, read_metrics
     from flashdistill.shapes.nano import teacher_path
 
-    teacher = teacher_path()
+    teacher = Path(args.teacher) if args.teacher else teacher_path()
     rows = {
         "teacher, 50 steps, CFG 4.5": (teacher, 50), "teacher, 4 Euler steps, CFG 4.5": (teacher, 4),
         "teacher, 2 Euler steps, CFG 4.5": (teacher, 2), "4-step student, stage 1 only": (w / "s1", None),
@@ -109,8 +110,9 @@ def main() -> int:
     for name, (run_dir, key) in curves.items():
         slug = name.split(":")[1].strip().replace(" ", "_")
         stage_slug = name.split(":")[0].replace(" ", "")
-        line_plot({key: read_metrics(run_dir / "metrics.jsonl", key)}, out / f"sd35_flash_nano_{stage_slug}_{slug}.png",
-                  title=name)
+        series = read_metrics(run_dir / "metrics.jsonl", key)
+        if series[0]:
+            line_plot({key: series}, out / f"sd35_flash_nano_{stage_slug}_{slug}.png", title=name)
     sweep = (w / "split" / "merge_sweep.md").read_text() if (w / "split" / "merge_sweep.md").exists() else ""
     cmd = "python benchmarks/sd35_flash_nano.py " + " ".join(sys.argv[1:])
     (out / "sd35_flash_nano.md").write_text(

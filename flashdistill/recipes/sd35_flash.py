@@ -198,6 +198,7 @@ def distribution_matching(cfg: SD35FlashConfig) -> None:
     g_adv, d_adv, gram = GeneratorAdvLoss(cfg.adv_loss), DiscriminatorAdvLoss(cfg.adv_loss), GramLoss()
     t_renoise = Uniform(0.02, 0.98)
     levels = len(cfg.disc_t_star)
+    gen_logs: dict[str, float] = {}
     student, proxy = SD3Adapter(s_slot.model), SD3Adapter(p_slot.model)
     proxy_fixed, teacher_plain = SD3Adapter(p_slot.module), SD3Adapter(teacher_net)
     _sample_grid(run, pipe, data, SD3Adapter(s_slot.module), grid)
@@ -215,7 +216,7 @@ def distribution_matching(cfg: SD35FlashConfig) -> None:
         x0_s = x - t_i * v  # the student's x0 estimate at this step (B, C, H, W)
         x_land = x + (t_next - t_i) * v  # its Euler landing point at t_{i+1}
         if generator_step:
-            terms = {}
+            terms, gen_logs = {}, {}
             with frozen(p_slot.module, *( [d_slot.module] if use_adv else [])):
                 if cfg.dmd_weight > 0 and (float(t_next) > 0 or not cfg.timestep_sharing):
                     if cfg.timestep_sharing:
@@ -224,7 +225,7 @@ def distribution_matching(cfg: SD35FlashConfig) -> None:
                         x_t, t = renoised_point(x0_s, t_renoise, generator=gen)
                     out = dmd(x0_s, x_t, t, cond, teacher, proxy_fixed)
                     terms["dmd"] = cfg.dmd_weight * out.loss.mean()
-                    run.log(**out.logs)
+                    gen_logs.update(out.logs)
                 if use_adv:
                     d_noise = torch.randn((levels * b, *x0_s.shape[1:]), generator=gen, device=device)
                     feats = disc_features(proxy_fixed, x0_s, cfg.disc_t_star, cond, cfg.disc_blocks, d_noise)
@@ -238,7 +239,7 @@ def distribution_matching(cfg: SD35FlashConfig) -> None:
                         f_t = teacher_plain.features(real_x0 * 0.5 + g_noise * 0.5, t_g, cond, cfg.gram_blocks)
                     terms["gram"] = cfg.gram_weight * gram(f_s, f_t).loss.mean()
             if terms:
-                run.update("student", terms)
+                gen_logs.update(run.update("student", terms))
         x0_fake = x0_s.detach()
         run.update("proxy", {"fm": fm(proxy, x0_fake, cond, generator=gen).loss.mean()})
         if use_adv:
@@ -255,7 +256,8 @@ def distribution_matching(cfg: SD35FlashConfig) -> None:
             if cfg.disc_refresh > 0:
                 refreshed = d_slot.module.refresh(cfg.disc_refresh, refresh_gen, d_slot.optimizer)
                 run.state.counters["head_refreshes"] = run.state.counters.get("head_refreshes", 0) + len(refreshed)
-        run.log(step_index=i)
+        # generator values are logged on every row (the latest update's), so they survive any log.every
+        run.log(step_index=i, **gen_logs)
     _finish(run, cfg, pipe, s_slot.module, grid, settings, data, ema)
 
 
