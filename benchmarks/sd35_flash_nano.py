@@ -12,7 +12,6 @@ and writes the table, a comparison grid and loss curves.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -72,7 +71,7 @@ def main() -> int:
         stage("nano_dmd.yaml", w / f"abl_{name}", s2 + [f"train.run_dir={w}/run_abl_{name}"] + extra)
 
     from flashdistill.demo import comparison_grid
-    from flashdistill.eval.model_eval import evaluate_model
+    from flashdistill.eval.model_eval import evaluate_model, scores_json
     from flashdistill.eval.plots import line_plot, read_metrics
     from flashdistill.shapes.nano import teacher_path
 
@@ -120,9 +119,7 @@ def main() -> int:
         f"{args.n_per_category} prompts per category; same prompts and seeds for every model).\n\n"
         + "\n".join(lines) + "\n\n## Split-timestep merge sweep (ShapesEval, 8 prompts per category)\n\n" + sweep
         + "\n![grid](sd35_flash_nano_grid.png)\n")
-    (out / "sd35_flash_nano.json").write_text(json.dumps(
-        {k: {s: ({kk: vv for kk, vv in v.items() if kk != "correct"} if isinstance(v, dict) else v)
-             for s, v in r.items()} for k, r in results.items()}, indent=2))
+    (out / "sd35_flash_nano.json").write_text(scores_json(results))
     print("\n".join(lines))
     return 0
 

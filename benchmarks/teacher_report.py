@@ -10,7 +10,6 @@ without, with and without the T5 text encoder. Same prompts and seeds in every s
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -19,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def main() -> int:
     from flashdistill.demo import comparison_grid
-    from flashdistill.eval.model_eval import evaluate_model
+    from flashdistill.eval.model_eval import evaluate_model, scores_json
     from flashdistill.pipelines.sample import load_pipeline
     from flashdistill.shapes import CATEGORIES
     from flashdistill.shapes.nano import teacher_path
@@ -61,9 +60,7 @@ def main() -> int:
         f"# SD3-nano teacher report\n\nRegenerate: `{cmd}` ({args.n_per_category} prompts per category and split; "
         "FD on the train split against 512 real Shapes images).\n\n" + "\n".join(lines)
         + "\n\nSample grids (rows: step counts; same prompts and seeds):\n\n" + grids + "\n")
-    (out / "teacher_report.json").write_text(json.dumps(
-        {k: {s: ({kk: vv for kk, vv in v.items() if kk != "correct"} if isinstance(v, dict) else v)
-             for s, v in r.items()} for k, r in results.items()}, indent=2))
+    (out / "teacher_report.json").write_text(scores_json(results))
     print("\n".join(lines))
     return 0
 

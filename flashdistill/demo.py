@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -58,7 +57,7 @@ def comparison_grid(rows: dict[str, object], path: Path, n: int = 8) -> Path:
 
 def run(args) -> int:
     from .data.generate import GenerateConfig, generate
-    from .eval.model_eval import evaluate_model
+    from .eval.model_eval import evaluate_model, scores_json
     from .shapes.nano import teacher_path
     from .shapes.prompt_file import write_prompts
 
@@ -99,9 +98,7 @@ def run(args) -> int:
     report = out / "report.md"
     report.write_text(f"# flashdistill demo: SD3.5-Flash on SD3-nano\n\n{table}\n\n![comparison](comparison.png)\n\n"
                       f"Same prompts and seeds in every row. Regenerate: `flashdistill demo --out {out}`.\n")
-    (out / "results.json").write_text(json.dumps(
-        {k: {s: ({kk: vv for kk, vv in v.items() if kk != "correct"} if isinstance(v, dict) else v)
-             for s, v in r.items()} for k, r in results.items()}, indent=2))
+    (out / "results.json").write_text(scores_json(results))
     print("\n" + table)
     print(f"\nreport: {report}  pictures: {grid}  ({(time.time() - t_start) / 60:.1f} min)")
     return 0

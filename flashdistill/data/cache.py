@@ -28,6 +28,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch.utils.data import Dataset
 
+from ..fsio import atomic_replace
 from ..types import Conditioning
 from .errors import DataError
 
@@ -49,28 +50,10 @@ def shard_name(i: int) -> str:
     return f"shard_{i:05d}.safetensors"
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _atomic_replace(tmp: Path, final: Path) -> None:
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
-    _fsync_dir(final.parent)
-
-
 def _atomic_json(path: Path, data: Any) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-    _atomic_replace(tmp, path)
+    atomic_replace(tmp, path)
 
 
 def write_shard(path: str | Path, tensors: dict[str, torch.Tensor], prompts: list[str]) -> Path:
@@ -82,7 +65,7 @@ def write_shard(path: str | Path, tensors: dict[str, torch.Tensor], prompts: lis
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     save_file(cpu, str(tmp), metadata={"format": FORMAT, "count": str(n), "prompts": json.dumps(prompts)})
-    _atomic_replace(tmp, path)
+    atomic_replace(tmp, path)
     return path
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["evaluate_images", "evaluate_model", "add_args", "run"]
+__all__ = ["evaluate_images", "evaluate_model", "scores_json", "add_args", "run"]
 
 
 def _fd_judge():
@@ -23,6 +23,15 @@ def _fd_judge():
         return FDJudge()
     except (ImportError, FileNotFoundError):
         return None
+
+
+def scores_json(results: dict) -> str:
+    """JSON of ``{setting: evaluate_model(...) result}`` without the per-sample ``correct`` lists."""
+
+    def strip(value):
+        return {k: v for k, v in value.items() if k != "correct"} if isinstance(value, dict) else value
+
+    return json.dumps({name: {k: strip(v) for k, v in res.items()} for name, res in results.items()}, indent=2)
 
 
 def evaluate_images(images: np.ndarray, specs, ref_images: np.ndarray | None = None, fd=None) -> dict:
@@ -127,8 +136,6 @@ def run(args) -> int:
               f"{result['seconds_per_image'] * 1000:.1f} ms/image")
     print(_table(rows))
     if args.json:
-        Path(args.json).write_text(json.dumps(
-            {k: ({kk: vv for kk, vv in v.items() if kk != "correct"} if isinstance(v, dict) else v)
-             for k, v in result.items()}, indent=2))
+        Path(args.json).write_text(scores_json({"result": result}))
         print(f"scores written to {args.json}")
     return 0

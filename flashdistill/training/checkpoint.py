@@ -22,38 +22,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ..fsio import atomic_write_text, fsync_dir
+
 __all__ = ["Checkpointer", "MANIFEST", "fsync_dir", "atomic_write_text"]
 
 logger = logging.getLogger("flashdistill.training")
+
 MANIFEST = "MANIFEST.json"
 _FORMAT = "flashdistill.checkpoint/1"
 _STEP_DIR = re.compile(r"^step_(\d{8,})$")
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename/creation inside ``path`` durable (no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file, fsync and rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 def _sha256(path: Path) -> str:
