@@ -27,7 +27,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-per-category", type=int, default=8, help="evaluation prompts per category")
 
 
-def _stage(name: str, out: Path, overrides: list[str]):
+def _stage(name: str, overrides: list[str]):
     from .config import load_config
     from .recipes.sd35_flash import SD35FlashConfig, run_recipe
 
@@ -71,10 +71,10 @@ def run(args) -> int:
                             guidance_scale=4.5, trajectory_grid=[1.0, 0.75, 0.5, 0.25, 0.0], shard_size=128,
                             batch_size=64))
     common = [f"data={out / 'data'}", f"teacher={teacher}"]
-    _stage("nano_pretrain.yaml", out, common + [
+    _stage("nano_pretrain.yaml", common + [
         f"out={out / 'student_pretrain'}", f"train.max_steps={args.pretrain_steps}",
         f"train.run_dir={out / 'pretrain'}"])
-    _stage("nano_dmd.yaml", out, common + [
+    _stage("nano_dmd.yaml", common + [
         f"init_student={out / 'student_pretrain'}", f"out={out / 'student_4step'}",
         f"train.max_steps={args.dmd_steps}",
         "proxy_updates=3", "warmup_noisier=20", f"train.run_dir={out / 'dmd'}"])

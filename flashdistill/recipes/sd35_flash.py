@@ -47,6 +47,7 @@ from ..sampling import CFG
 from ..timesteps import GridSampler, Uniform, student_grid
 from ..training.configs import OptimConfig, TrainConfig
 from ..training.updates import frozen
+from ..types import Conditioning
 from . import common
 
 __all__ = ["SD35FlashConfig", "run_recipe"]
@@ -244,13 +245,16 @@ def distribution_matching(cfg: SD35FlashConfig) -> None:
         run.update("proxy", {"fm": fm(proxy, x0_fake, cond, generator=gen).loss.mean()})
         if use_adv:
             d_noise = torch.randn((levels * b, *x0_fake.shape[1:]), generator=gen, device=device)
+            # real and fake through the proxy in one call, and the heads in one forward (DDP-safe): per noise
+            # level the batch is [real (B), fake (B)], each pair sharing its noise
+            shared = d_noise.view(levels, 1, b, *x0_fake.shape[1:]).expand(levels, 2, b, *x0_fake.shape[1:])
             with torch.no_grad():
-                f_fake = disc_features(proxy_fixed, x0_fake, cfg.disc_t_star, cond, cfg.disc_blocks, d_noise)
-                f_real = disc_features(proxy_fixed, real_x0, cfg.disc_t_star, cond, cfg.disc_blocks, d_noise)
-            # one forward over real and fake together (a DDP-wrapped model must run once per backward)
-            logits = d_slot.model([torch.cat([r, f]) for r, f in zip(f_real, f_fake)])
-            n_real = f_real[0].shape[0]
-            out = d_adv([lg[:n_real] for lg in logits], [lg[n_real:] for lg in logits], num_levels=levels)
+                feats = disc_features(proxy_fixed, torch.cat([real_x0, x0_fake]), cfg.disc_t_star,
+                                      Conditioning.cat([cond, cond]), cfg.disc_blocks,
+                                      shared.reshape(levels * 2 * b, *x0_fake.shape[1:]))
+            logits = [lg.view(levels, 2, b) for lg in d_slot.model(feats)]
+            out = d_adv([lg[:, 0].reshape(-1) for lg in logits], [lg[:, 1].reshape(-1) for lg in logits],
+                        num_levels=levels)
             run.update("disc", {"disc": out.loss.mean()})
             run.log(**{k: v for k, v in out.logs.items() if "/head" not in k})
             if cfg.disc_refresh > 0:

@@ -4,56 +4,7 @@ The SD3-nano builder and teacher training live in ``shapes.nano`` / ``shapes.tea
 here, so importing the world never pulls in diffusers.
 """
 
-from .world import (
-    CATEGORIES,
-    COLORS,
-    HELDOUT_CATEGORIES,
-    HELDOUT_PAIRS,
-    IMAGE_SIZE,
-    REGIONS,
-    RELATIONS,
-    SHAPES,
-    SPLITS,
-    Obj,
-    Placed,
-    Scene,
-    Spec,
-    caption_for,
-    draw,
-    eval_prompts,
-    layout,
-    make_dataset,
-    parse_caption,
-    phrasings,
-    relative_position,
-    render,
-    sample_scene,
-    sample_spec,
-)
+from . import world as _world
+from .world import *  # noqa: F403  (the world module's public names, listed once in world.__all__)
 
-__all__ = [
-    "CATEGORIES",
-    "COLORS",
-    "HELDOUT_CATEGORIES",
-    "HELDOUT_PAIRS",
-    "IMAGE_SIZE",
-    "REGIONS",
-    "RELATIONS",
-    "SHAPES",
-    "SPLITS",
-    "Obj",
-    "Placed",
-    "Scene",
-    "Spec",
-    "caption_for",
-    "draw",
-    "eval_prompts",
-    "layout",
-    "make_dataset",
-    "parse_caption",
-    "phrasings",
-    "relative_position",
-    "render",
-    "sample_scene",
-    "sample_spec",
-]
+__all__ = list(_world.__all__)

@@ -19,7 +19,7 @@ import numpy as np
 from ..models.tiny import SD3Spec, build_sd3_pipeline
 from . import world
 
-__all__ = ["NANO", "MAX_SEQUENCE_LENGTH", "RESOLUTION", "shapes_vocabulary", "build_nano_pipeline",
+__all__ = ["MAX_SEQUENCE_LENGTH", "RESOLUTION", "shapes_vocabulary", "build_nano_pipeline",
            "teacher_path", "ASSETS"]
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -46,9 +46,6 @@ def nano_spec() -> SD3Spec:
         clip_dim=48, clip_layers=2, clip_proj=64, clip_max_length=16, t5_dim=128, t5_layers=2, t5_ff=256,
         scaling_factor=1.0, shift_factor=0.0, scheduler_shift=3.0, words=shapes_vocabulary(),
     )
-
-
-NANO = None  # built lazily by nano_spec(): the vocabulary scan takes a second
 
 
 def build_nano_pipeline(seed: int = 0):
