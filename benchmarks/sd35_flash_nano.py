@@ -73,12 +73,14 @@ def main() -> int:
     from flashdistill.demo import comparison_grid
     from flashdistill.eval.model_eval import evaluate_model, scores_json
     from flashdistill.eval.plots import line_plot, read_metrics
+    from flashdistill.pipelines.sample import read_run_settings
     from flashdistill.shapes.nano import teacher_path
 
     teacher = Path(args.teacher) if args.teacher else teacher_path()
+    g = read_run_settings(teacher).get("guidance_scale", 4.5)
     rows = {
-        "teacher, 50 steps, CFG 4.5": (teacher, 50), "teacher, 4 Euler steps, CFG 4.5": (teacher, 4),
-        "teacher, 2 Euler steps, CFG 4.5": (teacher, 2), "4-step student, stage 1 only": (w / "s1", None),
+        f"teacher, 50 steps, CFG {g:g}": (teacher, 50), f"teacher, 4 Euler steps, CFG {g:g}": (teacher, 4),
+        f"teacher, 2 Euler steps, CFG {g:g}": (teacher, 2), "4-step student, stage 1 only": (w / "s1", None),
         "4-step student, stage 2": (w / "s2", None), "4-step student, split-timestep merged": (w / "split", None),
         "2-step student": (w / "two", None), "ablation: w/o adversarial objective": (w / "abl_no_adv", None),
         "ablation: w/o pre-training": (w / "abl_no_pretrain", None),

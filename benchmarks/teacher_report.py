@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/teacher_report.py [--n-per-category 16]
 
 ShapesEval (overall, per category; train and held-out compositions), FD (train split, against real Shapes images)
-and time per image, at 50, 25, 8, 4 and 2 Euler steps (diffusers' own sigmas for each step count), with CFG 4.5 and
-without, with and without the T5 text encoder. Same prompts and seeds in every setting.
+and time per image, at 50, 25, 8, 4 and 2 Euler steps (diffusers' own sigmas for each step count), with the teacher's
+CFG scale and without, with and without the T5 text encoder. Same prompts and seeds in every setting.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def main() -> int:
     from flashdistill.demo import comparison_grid
     from flashdistill.eval.model_eval import evaluate_model, scores_json
-    from flashdistill.pipelines.sample import load_pipeline
+    from flashdistill.pipelines.sample import load_pipeline, read_run_settings
     from flashdistill.shapes import CATEGORIES
     from flashdistill.shapes.nano import teacher_path
 
@@ -37,7 +37,7 @@ def main() -> int:
     results = {}
     for drop_t5 in (False, True):
         pipe = load_pipeline(folder, drop_t5=drop_t5)
-        for guidance in (4.5, 1.0):
+        for guidance in (read_run_settings(folder).get("guidance_scale", 4.5), 1.0):
             rows = {}
             for steps in [int(s) for s in args.steps.split(",")]:
                 key = f"t5={'no' if drop_t5 else 'yes'} cfg={guidance} steps={steps}"

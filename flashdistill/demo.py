@@ -58,6 +58,7 @@ def comparison_grid(rows: dict[str, object], path: Path, n: int = 8) -> Path:
 def run(args) -> int:
     from .data.generate import GenerateConfig, generate
     from .eval.model_eval import evaluate_model, scores_json
+    from .pipelines.sample import read_run_settings
     from .shapes.nano import teacher_path
     from .shapes.prompt_file import write_prompts
 
@@ -68,7 +69,7 @@ def run(args) -> int:
     prompts = write_prompts(out / "prompts.jsonl", args.prompts, seed=0)
     print(f"== teacher {teacher}\n== generating {args.prompts} teacher samples with trajectories")
     generate(GenerateConfig(out=str(out / "data"), prompts=str(prompts), model=str(teacher), num_steps=20,
-                            guidance_scale=4.5, trajectory_grid=[1.0, 0.75, 0.5, 0.25, 0.0], shard_size=128,
+                            guidance_scale=None, trajectory_grid=[1.0, 0.75, 0.5, 0.25, 0.0], shard_size=128,
                             batch_size=64))
     common = [f"data={out / 'data'}", f"teacher={teacher}"]
     _stage("nano_pretrain.yaml", common + [
@@ -79,8 +80,9 @@ def run(args) -> int:
         f"train.max_steps={args.dmd_steps}",
         "proxy_updates=3", "warmup_noisier=20", f"train.run_dir={out / 'dmd'}"])
     print("\n== evaluating (ShapesEval on train and held-out compositions, FD on train)")
-    settings = {"teacher, 25 steps, CFG 4.5": (teacher, 25, None),
-                "teacher, 4 Euler steps, CFG 4.5": (teacher, 4, None),
+    cfg_scale = read_run_settings(teacher).get("guidance_scale", 4.5)
+    settings = {f"teacher, 25 steps, CFG {cfg_scale:g}": (teacher, 25, None),
+                f"teacher, 4 Euler steps, CFG {cfg_scale:g}": (teacher, 4, None),
                 "student, 4 steps (stage 1 only)": (out / "student_pretrain", None, None),
                 "student, 4 steps": (out / "student_4step", None, None)}
     results, pictures = {}, {}

@@ -65,7 +65,7 @@ class SD35FlashConfig:
     out: str = "runs/sd35_flash/student"  # the student pipeline folder written at the end
     num_steps: int = field(default=4, metadata={"min": 1})  # student steps on the uniform grid over [0, 1]
     batch_size: int = field(default=16, metadata={"min": 1})  # samples per iteration
-    guidance_scale: float = field(default=4.5, metadata={"min": 0.0})  # teacher CFG (pretrain data and DMD)
+    guidance_scale: float | None = field(default=None, metadata={"min": 0.0})  # DMD teacher CFG (None: teacher's)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(run_dir="runs/sd35_flash/run"))  # trainer
     student_optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-6))  # AdamW, student
     proxy_optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-6))  # AdamW, proxy (fake score)
@@ -181,7 +181,8 @@ def distribution_matching(cfg: SD35FlashConfig) -> None:
     device = run.device
     teacher_net = run.add_frozen("teacher", teacher_net)
     null = data.null_cond().to(device)
-    teacher = CFG(SD3Adapter(teacher_net), null, cfg.guidance_scale)
+    guidance = cfg.guidance_scale if cfg.guidance_scale is not None else settings.get("guidance_scale", 4.5)
+    teacher = CFG(SD3Adapter(teacher_net), null, guidance)
     s_slot = run.add_model("student", student_net, cfg.student_optim)
     p_slot = run.add_model("proxy", common.copy_transformer(teacher_net), cfg.proxy_optim)
     width = teacher_net.config.num_attention_heads * teacher_net.config.attention_head_dim

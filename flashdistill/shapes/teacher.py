@@ -55,6 +55,7 @@ class DiTStage:
     p_drop: list[float] = field(default_factory=lambda: [0.2, 0.2, 0.3])  # per-encoder dropout: CLIP-L, CLIP-G, T5
     p_uncond: float = field(default=0.1, metadata={"min": 0.0, "max": 1.0})  # all encoders null (CFG)
     ema_half_life: float = field(default=150.0, metadata={"min": 1.0})  # EMA half-life in steps (exported)
+    guidance_scale: float = field(default=4.5, metadata={"min": 1.0})  # CFG of the sample grids; exported default
     sample_prompts: list[str] = field(default_factory=lambda: [
         "a red circle", "two blue squares", "a green triangle above a yellow cross",
         "a purple square to the left of a cyan circle"])  # prompts of the periodic sample grids
@@ -159,7 +160,7 @@ def train_dit(cfg: TeacherConfig, pipe, pool) -> None:
             slot.module.eval()
             prompts = [p for p in st.sample_prompts for _ in range(4)]
             noise = torch.randn(len(prompts), 4, 16, 16, generator=torch.Generator().manual_seed(0))
-            model = CFG(SD3Adapter(pipe.transformer), text.null(), 4.5)
+            model = CFG(SD3Adapter(pipe.transformer), text.null(), st.guidance_scale)
             grid = shift_t(torch.linspace(1, 0, 26), st.shift)
             x0 = euler_solve(model, noise.to(run.device), grid, text.encode(prompts))
             slot.module.train()
@@ -175,7 +176,7 @@ def train_dit(cfg: TeacherConfig, pipe, pool) -> None:
         run.update("denoiser", {"fm": (v - velocity(x0, noise)).pow(2).mean()})
     if run.is_main:
         with ema.swapped_into(slot.module):
-            export_teacher(pipe, cfg.out, shift=st.shift)
+            export_teacher(pipe, cfg.out, shift=st.shift, guidance_scale=st.guidance_scale)
 
 
 def export_checkpoint(cfg: TeacherConfig, pipe, checkpoint: str | Path) -> Path:
@@ -195,17 +196,18 @@ def export_checkpoint(cfg: TeacherConfig, pipe, checkpoint: str | Path) -> Path:
     missing = [k for k in missing if k in unique]
     if unexpected or missing:
         raise ValueError(f"{ema_file}: does not match SD3-nano (missing {missing[:3]}, unexpected {unexpected[:3]})")
-    return export_teacher(pipe, cfg.out, shift=cfg.dit.shift)
+    return export_teacher(pipe, cfg.out, shift=cfg.dit.shift, guidance_scale=cfg.dit.guidance_scale)
 
 
-def export_teacher(pipe, out: str | Path, shift: float) -> Path:
-    """Write the pipeline folder with a scheduler using the training shift, plus ``flashdistill.json``."""
+def export_teacher(pipe, out: str | Path, shift: float, guidance_scale: float = 4.5) -> Path:
+    """Write the pipeline folder with a scheduler using the training shift, plus ``flashdistill.json`` (its default
+    50 steps and ``guidance_scale``, which sampling, ``generate-data`` and the DMD teacher use unless told)."""
     from .nano import MAX_SEQUENCE_LENGTH, RESOLUTION
 
     out = Path(out)
     pipe.scheduler = pipe.scheduler.from_config(pipe.scheduler.config, shift=shift)
     pipe.save_pretrained(out)
-    settings = {"kind": "teacher", "num_inference_steps": 50, "guidance_scale": 4.5,
+    settings = {"kind": "teacher", "num_inference_steps": 50, "guidance_scale": guidance_scale,
                 "max_sequence_length": MAX_SEQUENCE_LENGTH, "resolution": RESOLUTION}
     (out / "flashdistill.json").write_text(json.dumps(settings, indent=2) + "\n")
     return out
