@@ -19,6 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def main() -> int:
     from flashdistill.demo import comparison_grid
     from flashdistill.eval.model_eval import evaluate_model, scores_json
+    from flashdistill.eval.noised_start import noised_start_scores
+    from flashdistill.pipelines.generate import load_setup
     from flashdistill.pipelines.sample import load_pipeline, read_run_settings
     from flashdistill.shapes import CATEGORIES
     from flashdistill.shapes.nano import teacher_path
@@ -54,11 +56,18 @@ def main() -> int:
                              f"{r['seconds_per_image'] * 1000:.1f} |")
             name = f"teacher_grids/t5_{'no' if drop_t5 else 'yes'}_cfg_{guidance}.png"
             comparison_grid(rows, out / name, n=12)
+    starts = (0.1, 0.3, 0.5, 0.7, 0.8, 0.9, 1.0)
+    noised = noised_start_scores(load_setup(folder), starts, n_per_category=args.n_per_category)
+    results["noised_start"] = {str(k): v for k, v in noised.items()}
+    noised_md = ("\n\n## Where the teacher loses the prompt\n\nShapesEval (train split) of the teacher's ODE (its CFG "
+                 "scale, 20 Euler steps) started from real images noised to t0 (`flashdistill.eval.noised_start`); "
+                 "t0 = 1 is plain generation.\n\n| t0 | " + " | ".join(f"{t:g}" for t in starts) + " |\n|---|"
+                 + "---|" * len(starts) + "\n| ShapesEval | " + " | ".join(f"{noised[t]:.3f}" for t in starts) + " |")
     cmd = "python benchmarks/teacher_report.py " + " ".join(sys.argv[1:])
     grids = "\n".join(f"![{p.stem}]({p.relative_to(out)})" for p in sorted((out / "teacher_grids").glob("*.png")))
     (out / "teacher_report.md").write_text(
         f"# SD3-nano teacher report\n\nRegenerate: `{cmd}` ({args.n_per_category} prompts per category and split; "
-        "FD on the train split against 512 real Shapes images).\n\n" + "\n".join(lines)
+        "FD on the train split against 512 real Shapes images).\n\n" + "\n".join(lines) + noised_md
         + "\n\nSample grids (rows: step counts; same prompts and seeds):\n\n" + grids + "\n")
     (out / "teacher_report.json").write_text(scores_json(results))
     print("\n".join(lines))

@@ -66,3 +66,17 @@ def test_teacher_learned_the_world():
     print(f"FD trained {fd_t:.1f} vs untrained {fd_u:.1f}; colour hits {hit_t:.2f} vs {hit_u:.2f}")
     assert fd_t <= 0.25 * fd_u
     assert hit_t >= 0.6 and hit_t >= hit_u + 0.3
+
+
+def test_noised_start_keeps_a_barely_noised_picture_and_generation_is_the_t1_case():
+    """From real images noised to t0 = 0.02 the teacher's ODE returns them (ShapesEval as the VAE round trip);
+    t0 = 1 is plain generation, which cannot beat it. A wrong noising direction or time scale breaks the first."""
+    from flashdistill.eval.noised_start import noised_start_scores
+    from flashdistill.pipelines.generate import load_setup
+
+    setup = load_setup(teacher_path(), guidance=2.0)
+    scores = noised_start_scores(setup, starts=(0.02, 1.0), n_per_category=4, steps=4)
+    print(scores)
+    assert scores[0.02] >= 0.85 and scores[1.0] <= scores[0.02]
+    with pytest.raises(ValueError, match="start 0"):
+        noised_start_scores(setup, starts=(0.0,))
