@@ -114,6 +114,13 @@ def main() -> int:
         series = read_metrics(run_dir / "metrics.jsonl", key)
         if series[0]:
             line_plot({key: series}, out / f"sd35_flash_nano_{stage_slug}_{slug}.png", title=name)
+    refreshes = []
+    for label, run_dir in (("stage 2", "run_s2"), ("2-step", "run_two"), ("w/o adversarial", "run_abl_no_adv"),
+                           ("w/o pre-training", "run_abl_no_pretrain"), ("w/o timestep sharing", "run_abl_no_sharing"),
+                           ("w/o refresh", "run_abl_no_refresh")):
+        counts = read_metrics(w / run_dir / "metrics.jsonl", "head_refreshes")[1]
+        refreshes.append(f"{label}: {int(counts[-1]) if counts else 0}")
+    lines.append("\nDiscriminator heads re-initialised during training (refresh): " + ", ".join(refreshes) + ".")
     sweep = (w / "split" / "merge_sweep.md").read_text() if (w / "split" / "merge_sweep.md").exists() else ""
     cmd = "python benchmarks/sd35_flash_nano.py " + " ".join(sys.argv[1:])
     (out / "sd35_flash_nano.md").write_text(

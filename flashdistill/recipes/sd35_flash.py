@@ -262,7 +262,7 @@ def distribution_matching(cfg: SD35FlashConfig) -> None:
                 refreshed = d_slot.module.refresh(cfg.disc_refresh, refresh_gen, d_slot.optimizer)
                 run.state.counters["head_refreshes"] = run.state.counters.get("head_refreshes", 0) + len(refreshed)
         # generator values are logged on every row (the latest update's), so they survive any log.every
-        run.log(step_index=i, **gen_logs)
+        run.log(step_index=i, head_refreshes=run.state.counters.get("head_refreshes", 0), **gen_logs)
     _finish(run, cfg, pipe, s_slot.module, grid, settings, data, ema)
 
 

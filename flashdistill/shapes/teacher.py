@@ -46,7 +46,7 @@ class VAEStage:
 class DiTStage:
     """Transformer + text encoders, trained jointly by flow matching."""
 
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(run_dir="runs/teacher/dit", max_steps=2400))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(run_dir="runs/teacher/dit", max_steps=7500))
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=6e-4, warmup_steps=100, schedule="cosine"))
     batch_size: int = field(default=64, metadata={"min": 1})  # samples per step
     logit_mean: float = 0.0  # logit-normal timestep sampling: mean
@@ -55,7 +55,7 @@ class DiTStage:
     p_drop: list[float] = field(default_factory=lambda: [0.2, 0.2, 0.3])  # per-encoder dropout: CLIP-L, CLIP-G, T5
     p_uncond: float = field(default=0.1, metadata={"min": 0.0, "max": 1.0})  # all encoders null (CFG)
     ema_half_life: float = field(default=150.0, metadata={"min": 1.0})  # EMA half-life in steps (exported)
-    guidance_scale: float = field(default=4.5, metadata={"min": 1.0})  # CFG of the sample grids; exported default
+    guidance_scale: float = field(default=1.5, metadata={"min": 1.0})  # CFG of the sample grids; exported default
     sample_prompts: list[str] = field(default_factory=lambda: [
         "a red circle", "two blue squares", "a green triangle above a yellow cross",
         "a purple square to the left of a cyan circle"])  # prompts of the periodic sample grids
