@@ -12,6 +12,8 @@ from flashdistill.shapes.nano import teacher_path
 
 pytestmark = pytest.mark.slow
 
+MARGIN = 0.2  # ShapesEval with the true prompts minus with shuffled prompts, at least
+
 
 def test_stock_pipeline_loads_and_runs_with_and_without_t5():
     from diffusers import StableDiffusion3Pipeline
@@ -42,10 +44,9 @@ def _colour_hits(images, specs) -> float:
 
 
 def test_teacher_learned_the_world():
-    """Against the same pipeline with an untrained transformer: far closer to real Shapes, and right colours.
-
-    (Its ShapesEval is still near chance: the detector rejects its lumpy shapes; see the teacher report.)
-    """
+    """Against the same pipeline with an untrained transformer: far closer to real Shapes, and right colours;
+    and its images follow their own prompts: ShapesEval well above what the same images score against shuffled
+    prompts (chance for these scenes, ~0.1)."""
     from flashdistill.eval.fd import FDJudge, reference_images
     from flashdistill.pipelines.generate import generate_images, load_setup
     from flashdistill.pipelines.sample import load_pipeline
@@ -55,17 +56,25 @@ def test_teacher_learned_the_world():
     prompts = eval_prompts(8, seed=0)
     specs = [s for _, s in prompts]
     ref, fd = reference_images(256, seed=1234), FDJudge()
-    trained = load_setup(teacher_path(), steps=25, guidance=2.5)
+    trained = load_setup(teacher_path(), steps=25)  # the teacher's own CFG scale
     images, _ = generate_images(trained, [p for p, _ in prompts])
     pipe = load_pipeline(teacher_path())
     pipe.transformer = build_nano_pipeline(seed=0).transformer
-    untrained, _ = generate_images(load_setup(teacher_path(), steps=25, guidance=2.5, pipe=pipe),
+    untrained, _ = generate_images(load_setup(teacher_path(), steps=25, pipe=pipe),
                                    [p for p, _ in prompts])
     fd_t, fd_u = fd.score(images, ref)["fd"], fd.score(untrained, ref)["fd"]
     hit_t, hit_u = _colour_hits(images, specs), _colour_hits(untrained, specs)
     print(f"FD trained {fd_t:.1f} vs untrained {fd_u:.1f}; colour hits {hit_t:.2f} vs {hit_u:.2f}")
     assert fd_t <= 0.25 * fd_u
     assert hit_t >= 0.6 and hit_t >= hit_u + 0.3
+    from flashdistill.eval.shapes_eval import ShapesEval
+
+    judge = ShapesEval()
+    own = judge.score(images, specs)["overall"]
+    perm = np.random.default_rng(0).permutation(len(specs))
+    shuffled = judge.score(images, [specs[i] for i in perm])["overall"]
+    print(f"ShapesEval {own:.3f} with its prompts vs {shuffled:.3f} with shuffled prompts")
+    assert own >= shuffled + MARGIN
 
 
 def test_noised_start_keeps_a_barely_noised_picture_and_generation_is_the_t1_case():

@@ -1,0 +1,29 @@
+"""``flashdistill demo`` (what ``make demo`` runs) end to end at toy size: report, picture and results written."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from flashdistill.cli import main
+from flashdistill.pipelines.sample import read_run_settings
+from flashdistill.shapes.nano import teacher_path
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_writes_report_grid_and_scores(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--prompts", "32", "--pretrain-steps", "2", "--dmd-steps", "2",
+                 "--n-per-category", "1"]) == 0
+    report = (out / "report.md").read_text()
+    results = json.loads((out / "results.json").read_text())
+    assert (out / "comparison.png").stat().st_size > 0
+    assert len(results) == 4 and all("train" in r and "heldout" in r for r in results.values())
+    g = read_run_settings(teacher_path())["guidance_scale"]  # the teacher folder's CFG scale, not a constant
+    assert [k for k in results if k.startswith("teacher")] == [f"teacher, 25 steps, CFG {g:g}",
+                                                                f"teacher, 4 Euler steps, CFG {g:g}"]
+    for label in results:
+        assert f"| {label} |" in report
+    assert "report:" in capsys.readouterr().out
