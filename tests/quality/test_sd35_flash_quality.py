@@ -1,7 +1,8 @@
 """A short SD3.5-Flash stage-1 distillation of SD3-nano beats the teacher's own few-step Euler.
 
-The shipped teacher is still weak on ShapesEval (see docs/results/teacher_report.md), so the judge here is FD
-against real Shapes images, where the teacher's own 2-step Euler is clearly worse than its many-step samples.
+Judged at 2 steps, where the teacher's own Euler collapses (ShapesEval 0.00, FD ~260; its 4-step Euler is already
+close to its 50-step samples, see docs/results/teacher_report.md): the student must beat it on both ShapesEval
+(by MARGIN; measured 0.21 vs 0.00) and FD against real Shapes images (measured 112 vs 261).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from flashdistill.shapes.nano import teacher_path
 pytestmark = pytest.mark.slow
 
 RATIO = 0.8  # the 2-step student's FD must be at most this fraction of the teacher's 2-step Euler FD
+MARGIN = 0.1  # and its ShapesEval at least this much above the teacher's 2-step Euler
 
 
 def test_short_distillation_beats_teacher_2_step_euler(tmp_path):
@@ -38,3 +40,4 @@ def test_short_distillation_beats_teacher_2_step_euler(tmp_path):
     print(f"FD: teacher 2-step Euler {teacher2['fd']:.1f}, 2-step student {student2['fd']:.1f}; ShapesEval "
           f"{teacher2['overall']:.3f} vs {student2['overall']:.3f}")
     assert student2["fd"] <= RATIO * teacher2["fd"]
+    assert student2["overall"] >= teacher2["overall"] + MARGIN
