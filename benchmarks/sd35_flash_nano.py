@@ -73,11 +73,11 @@ def main() -> int:
     from flashdistill.demo import comparison_grid
     from flashdistill.eval.model_eval import evaluate_model, scores_json
     from flashdistill.eval.plots import line_plot, read_metrics
-    from flashdistill.pipelines.sample import read_run_settings
+    from flashdistill.pipelines.sample import guidance_of, read_run_settings
     from flashdistill.shapes.nano import teacher_path
 
     teacher = Path(args.teacher) if args.teacher else teacher_path()
-    g = read_run_settings(teacher).get("guidance_scale", 4.5)
+    g = guidance_of(read_run_settings(teacher))
     rows = {
         f"teacher, 50 steps, CFG {g:g}": (teacher, 50), f"teacher, 4 Euler steps, CFG {g:g}": (teacher, 4),
         f"teacher, 2 Euler steps, CFG {g:g}": (teacher, 2), "4-step student, stage 1 only": (w / "s1", None),
@@ -115,9 +115,8 @@ def main() -> int:
         if series[0]:
             line_plot({key: series}, out / f"sd35_flash_nano_{stage_slug}_{slug}.png", title=name)
     refreshes = []
-    for label, run_dir in (("stage 2", "run_s2"), ("2-step", "run_two"), ("w/o adversarial", "run_abl_no_adv"),
-                           ("w/o pre-training", "run_abl_no_pretrain"), ("w/o timestep sharing", "run_abl_no_sharing"),
-                           ("w/o refresh", "run_abl_no_refresh")):
+    for label, run_dir in [("stage 2", "run_s2"), ("2-step", "run_two")] + [
+            (f"ablation {name}", f"run_abl_{name}") for name in ablations]:
         counts = read_metrics(w / run_dir / "metrics.jsonl", "head_refreshes")[1]
         refreshes.append(f"{label}: {int(counts[-1]) if counts else 0}")
     lines.append("\nDiscriminator heads re-initialised during training (refresh): " + ", ".join(refreshes) + ".")

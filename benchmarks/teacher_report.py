@@ -21,7 +21,7 @@ def main() -> int:
     from flashdistill.eval.model_eval import evaluate_model, scores_json
     from flashdistill.eval.noised_start import noised_start_scores
     from flashdistill.pipelines.generate import load_setup
-    from flashdistill.pipelines.sample import load_pipeline, read_run_settings
+    from flashdistill.pipelines.sample import guidance_of, load_pipeline, read_run_settings
     from flashdistill.shapes import CATEGORIES
     from flashdistill.shapes.nano import teacher_path
 
@@ -37,9 +37,10 @@ def main() -> int:
             + " | FD | precision | recall | ms/img |")
     lines = [head, "|" + "---|" * (len(CATEGORIES) + 9)]
     results = {}
-    for drop_t5 in (False, True):
-        pipe = load_pipeline(folder, drop_t5=drop_t5)
-        for guidance in (read_run_settings(folder).get("guidance_scale", 4.5), 1.0):
+    cfg_scale = guidance_of(read_run_settings(folder))
+    pipes = {drop_t5: load_pipeline(folder, drop_t5=drop_t5) for drop_t5 in (False, True)}
+    for drop_t5, pipe in pipes.items():
+        for guidance in (cfg_scale, 1.0):
             rows = {}
             for steps in [int(s) for s in args.steps.split(",")]:
                 key = f"t5={'no' if drop_t5 else 'yes'} cfg={guidance} steps={steps}"
@@ -57,7 +58,7 @@ def main() -> int:
             name = f"teacher_grids/t5_{'no' if drop_t5 else 'yes'}_cfg_{guidance}.png"
             comparison_grid(rows, out / name, n=12)
     starts = (0.1, 0.3, 0.5, 0.7, 0.8, 0.9, 1.0)
-    noised = noised_start_scores(load_setup(folder), starts, n_per_category=args.n_per_category)
+    noised = noised_start_scores(load_setup(folder, pipe=pipes[False]), starts, n_per_category=args.n_per_category)
     results["noised_start"] = {str(k): v for k, v in noised.items()}
     noised_md = ("\n\n## Where the teacher loses the prompt\n\nShapesEval (train split) of the teacher's ODE (its CFG "
                  "scale, 20 Euler steps) started from real images noised to t0 (`flashdistill.eval.noised_start`); "

@@ -58,7 +58,7 @@ def comparison_grid(rows: dict[str, object], path: Path, n: int = 8) -> Path:
 def run(args) -> int:
     from .data.generate import GenerateConfig, generate
     from .eval.model_eval import evaluate_model, scores_json
-    from .pipelines.sample import read_run_settings
+    from .pipelines.sample import guidance_of, read_run_settings
     from .shapes.nano import teacher_path
     from .shapes.prompt_file import write_prompts
 
@@ -80,7 +80,7 @@ def run(args) -> int:
         f"train.max_steps={args.dmd_steps}",
         "proxy_updates=3", "warmup_noisier=20", f"train.run_dir={out / 'dmd'}"])
     print("\n== evaluating (ShapesEval on train and held-out compositions, FD on train)")
-    cfg_scale = read_run_settings(teacher).get("guidance_scale", 4.5)
+    cfg_scale = guidance_of(read_run_settings(teacher))
     settings = {f"teacher, 25 steps, CFG {cfg_scale:g}": (teacher, 25, None),
                 f"teacher, 4 Euler steps, CFG {cfg_scale:g}": (teacher, 4, None),
                 "student, 4 steps (stage 1 only)": (out / "student_pretrain", None, None),

@@ -13,6 +13,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from ..config import ConfigError
+from ..pipelines.sample import guidance_of
 from .batch import collate
 from .cache import check_settings, write_sharded
 from .errors import DataError
@@ -84,9 +85,7 @@ def write_dataset(cfg: GenerateConfig, pipe=None, progress: bool = True) -> Path
 
     # ---- resolve settings (folder defaults) and geometry, validate before any work
     num_steps = cfg.num_steps or folder_settings.get("num_inference_steps", 28)
-    guidance = (
-        cfg.guidance_scale if cfg.guidance_scale is not None else folder_settings.get("guidance_scale", 4.5)
-    )
+    guidance = guidance_of(folder_settings, cfg.guidance_scale)
     shift = cfg.shift or float(pipe.scheduler.config.get("shift", 1.0))
     msl = cfg.max_sequence_length or folder_settings.get("max_sequence_length", 77)
     factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)

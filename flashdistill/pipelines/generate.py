@@ -19,7 +19,7 @@ import torch
 from ..models.sd3 import SD3Adapter, SD3TextEncoder
 from ..models.vae import LatentCodec, to_uint8
 from ..sampling import CFG, euler_solve
-from .sample import load_pipeline, read_run_settings
+from .sample import guidance_of, load_pipeline, read_run_settings
 
 __all__ = ["SamplingSetup", "scheduler_sigmas", "generate_images", "load_setup"]
 
@@ -53,7 +53,7 @@ def load_setup(folder: str | Path, steps: int | None = None, guidance: float | N
         timesteps = scheduler_sigmas(pipe, steps or settings.get("num_inference_steps", 28))
     factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
     resolution = settings.get("resolution") or pipe.transformer.config.sample_size * factor
-    return SamplingSetup(pipe, timesteps, guidance if guidance is not None else settings.get("guidance_scale", 4.5),
+    return SamplingSetup(pipe, timesteps, guidance_of(settings, guidance),
                          settings.get("max_sequence_length", 256), resolution)
 
 

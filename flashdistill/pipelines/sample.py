@@ -10,9 +10,10 @@ import argparse
 import json
 from pathlib import Path
 
-__all__ = ["add_args", "run", "read_run_settings", "load_pipeline", "RUN_SETTINGS_FILE"]
+__all__ = ["add_args", "run", "read_run_settings", "guidance_of", "load_pipeline", "RUN_SETTINGS_FILE"]
 
 RUN_SETTINGS_FILE = "flashdistill.json"
+DEFAULT_GUIDANCE = 4.5  # for folders without a recorded CFG scale (plain diffusers folders)
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -24,6 +25,12 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-images", type=int, default=1, help="images per prompt")
     parser.add_argument("--no-t5", action="store_true", help="load without the T5 text encoder")
     parser.add_argument("--out", default="samples", help="output folder for PNGs")
+
+
+def guidance_of(settings: dict, override: float | None = None) -> float:
+    """The CFG scale to use: ``override`` if given, else the folder's recorded one (``read_run_settings``), else
+    ``DEFAULT_GUIDANCE``."""
+    return override if override is not None else settings.get("guidance_scale", DEFAULT_GUIDANCE)
 
 
 def read_run_settings(folder: str | Path) -> dict:
@@ -68,7 +75,7 @@ def run(args) -> int:
     settings = read_run_settings(folder)
     pipe = load_pipeline(folder, drop_t5=args.no_t5)
     kwargs = {"max_sequence_length": settings.get("max_sequence_length", 256),
-              "guidance_scale": args.guidance if args.guidance is not None else settings.get("guidance_scale", 4.5)}
+              "guidance_scale": guidance_of(settings, args.guidance)}
     if args.steps is not None:
         kwargs["num_inference_steps"] = args.steps
     elif "sigmas" in settings:

@@ -43,6 +43,7 @@ from ..losses import (
 )
 from ..models.disc import MultiHeadDisc, disc_features
 from ..models.sd3 import SD3Adapter
+from ..pipelines.sample import guidance_of
 from ..sampling import CFG
 from ..timesteps import GridSampler, Uniform, student_grid
 from ..training.configs import OptimConfig, TrainConfig
@@ -181,8 +182,7 @@ def distribution_matching(cfg: SD35FlashConfig) -> None:
     device = run.device
     teacher_net = run.add_frozen("teacher", teacher_net)
     null = data.null_cond().to(device)
-    guidance = cfg.guidance_scale if cfg.guidance_scale is not None else settings.get("guidance_scale", 4.5)
-    teacher = CFG(SD3Adapter(teacher_net), null, guidance)
+    teacher = CFG(SD3Adapter(teacher_net), null, guidance_of(settings, cfg.guidance_scale))
     s_slot = run.add_model("student", student_net, cfg.student_optim)
     p_slot = run.add_model("proxy", common.copy_transformer(teacher_net), cfg.proxy_optim)
     width = teacher_net.config.num_attention_heads * teacher_net.config.attention_head_dim
