@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from ..flow import euler_step
-from ..sampling import as_grid
+from ..sampling import as_grid, euler_solve
 from ..types import Conditioning
 
 __all__ = ["load_teacher_pipeline", "copy_transformer", "load_student_transformer", "open_dataset",
@@ -68,6 +68,16 @@ def trajectory_index(stored_grid: list[float], grid: torch.Tensor) -> list[int]:
                              "regenerate the data with the student grid as trajectory_grid")
         out.append(hits[0])
     return out
+
+
+@torch.no_grad()
+def teacher_points(teacher, noise: torch.Tensor, teacher_grid: torch.Tensor, positions: list[int],
+                   cond: Conditioning) -> torch.Tensor:
+    """Solve the (CFG-wrapped) teacher's ODE from ``noise`` on ``teacher_grid`` and return its states at the
+    grid ``positions`` (the student-grid times), ``(B, len(positions), C, H, W)`` — stage 1's trajectories
+    computed on the fly, the same numbers ``generate-data`` stores for the same noise."""
+    _, states = euler_solve(teacher, noise, teacher_grid, cond, return_trajectory=True)
+    return torch.stack([states[p] for p in positions], dim=1)
 
 
 @torch.no_grad()

@@ -4,7 +4,9 @@ Run: ``flashdistill distill --config configs/sd35_flash/<stage>.yaml [key=value 
 
 * ``stage: pretrain`` — trajectory guidance (Eq. 4). For each student-grid segment ``[t_i → t_{i+1}]`` the
   student's Euler jump from the teacher trajectory point ``x_{t_i}`` must land on the teacher's CFG ODE solution
-  ``x_{t_{i+1}}``; trajectories come from ``flashdistill generate-data ... trajectory_grid=<student grid>``.
+  ``x_{t_{i+1}}``; trajectories come from ``flashdistill generate-data ... trajectory_grid=<student grid>``
+  (``trajectories: data``) or are solved per batch from fresh noise (``trajectories: online``, ``teacher_steps``
+  shifted Euler steps; the data then only supplies prompts' embeddings).
 * ``stage: dmd`` — distribution matching + adversarial objective. Each iteration draws one student step ``i``,
   backward-simulates the student (no gradients) from noise to ``x_{t_i}`` (with the noisier warm-up: the sample
   of one grid point earlier for the first ``warmup_noisier`` iterations), then takes that step.
@@ -66,11 +68,14 @@ class SD35FlashConfig:
     out: str = "runs/sd35_flash/student"  # the student pipeline folder written at the end
     num_steps: int = field(default=4, metadata={"min": 1})  # student steps on the uniform grid over [0, 1]
     batch_size: int = field(default=16, metadata={"min": 1})  # samples per iteration
-    guidance_scale: float | None = field(default=None, metadata={"min": 0.0})  # DMD teacher CFG (None: teacher's)
+    guidance_scale: float | None = field(default=None, metadata={"min": 0.0})  # teacher CFG (None: teacher's)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(run_dir="runs/sd35_flash/run"))  # trainer
     student_optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-6))  # AdamW, student
     proxy_optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-6))  # AdamW, proxy (fake score)
     disc_optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-5))  # AdamW, discriminator heads
+    # --- stage pretrain
+    trajectories: str = field(default="data", metadata={"choices": ["data", "online"]})  # stored or solved per batch
+    teacher_steps: int = field(default=28, metadata={"min": 1})  # online: teacher Euler steps (shifted grid)
     # --- stage dmd
     proxy_updates: int = field(default=10, metadata={"min": 1})  # proxy/disc updates per generator update
     timestep_sharing: bool = True  # scores at the student's own trajectory points (false: re-noise, ablation)
@@ -142,14 +147,24 @@ def _sample_grid(run, pipe, data, student, grid):
 
 
 def pretrain(cfg: SD35FlashConfig) -> None:
-    """Stage 1: trajectory guidance on stored teacher trajectories."""
+    """Stage 1: trajectory guidance on stored or freshly solved teacher trajectories."""
     from ..training.run import Run
 
-    pipe, settings, _, student_net = _build(cfg)
-    data = common.open_dataset(cfg.data, need_trajectory=True)
+    pipe, settings, teacher_net, student_net = _build(cfg)
+    online = cfg.trajectories == "online"
+    data = common.open_dataset(cfg.data, need_trajectory=not online)
     grid = student_grid(cfg.num_steps)
-    positions = common.trajectory_index(data.meta["trajectory_grid"], grid)
     run = Run(cfg.train, config=cfg)
+    if online:  # the teacher's CFG ODE from fresh noise, on its shifted grid refined to hold the student's
+        from ..data.generate import teacher_grid
+
+        shift = float(pipe.scheduler.config.get("shift", 1.0))
+        t_grid, positions = teacher_grid(cfg.teacher_steps, shift, grid.tolist())
+        t_grid = t_grid.to(run.device)
+        teacher = CFG(SD3Adapter(run.add_frozen("teacher", teacher_net)), data.null_cond().to(run.device),
+                      guidance_of(settings, cfg.guidance_scale))
+    else:
+        positions = common.trajectory_index(data.meta["trajectory_grid"], grid)
     slot = run.add_model("student", student_net, cfg.student_optim)
     ema = run.add_ema("student_ema", of="student", decay=cfg.ema_decay) if cfg.ema_decay else None
     stream = run.data_stream("data", data, batch_size=cfg.batch_size)
@@ -160,10 +175,15 @@ def pretrain(cfg: SD35FlashConfig) -> None:
     _sample_grid(run, pipe, data, SD3Adapter(slot.module), grid)
     for _ in run.steps():
         batch = next(stream)
-        traj, cond = batch["trajectory"].to(run.device), batch["cond"].to(run.device)
+        cond = batch["cond"].to(run.device)
+        if online:
+            noise = torch.randn(batch["latents"].shape, generator=gen, device=run.device)
+            traj, pos_grid = common.teacher_points(teacher, noise, t_grid, positions, cond), range(len(grid))
+        else:
+            traj, pos_grid = batch["trajectory"].to(run.device), positions
         i = steps(traj.shape[0], generator=gen)
         rows = torch.arange(traj.shape[0])
-        pos = torch.tensor(positions)
+        pos = torch.tensor(list(pos_grid))
         x_ti, x_tj = traj[rows, pos[i]], traj[rows, pos[i + 1]]
         out = loss_fn(student, x_ti, grid[i].float(), grid[i + 1].float(), x_tj, cond)
         run.update("student", {"tg": out.loss.mean()})

@@ -69,6 +69,36 @@ def test_pretrain_stage(data_dir, pre_student, tiny_pipe):
     assert (data_dir / "run_pre" / "samples" / "step_00000002.png").is_file()  # periodic sample grid
 
 
+def test_online_trajectories_match_stored_ones(data_dir, tiny_pipe):
+    """Stage 1's on-the-fly teacher solve gives generate-data's stored trajectory for the same noise."""
+    from flashdistill.data.batch import collate
+    from flashdistill.data.cache import LatentDataset
+    from flashdistill.data.generate import teacher_grid
+    from flashdistill.sampling import CFG
+
+    data = LatentDataset(data_dir / "data")
+    items = [data[i] for i in range(3)]
+    cond, noise = collate([it["cond"] for it in items]), torch.stack([it["noise"] for it in items])
+    stored = torch.stack([it["trajectory"] for it in items])
+    shift = float(tiny_pipe.scheduler.config.get("shift", 1.0))
+    t_grid, positions = teacher_grid(8, shift, [1.0, 0.75, 0.5, 0.25, 0.0])
+    teacher = CFG(SD3Adapter(tiny_pipe.transformer), data.null_cond(), 3.0)
+    ours = common.teacher_points(teacher, noise, t_grid, positions, cond)
+    assert ours.shape == stored.shape and (ours - stored).abs().max() <= 1e-4
+    assert (ours[:, 1] - ours[:, 2]).abs().max() > 1e-3  # distinct points, not one state repeated
+    wrong = common.teacher_points(CFG(SD3Adapter(tiny_pipe.transformer), data.null_cond(), 1.0), noise, t_grid,
+                                  positions, cond)
+    assert (wrong - stored).abs().max() > 1e-3  # the comparison can fail: another CFG scale differs
+
+
+def test_pretrain_online_trajectories(data_dir):
+    run_recipe(_cfg(data_dir, "pre_online", stage="pretrain", trajectories="online", teacher_steps=4,
+                    guidance_scale=3.0, student_optim={"lr": 1e-3}))
+    rows = _metrics(data_dir, "pre_online")
+    assert [r["step"] for r in rows] == [1, 2] and all(0 < r["tg"] < float("inf") for r in rows)
+    assert json.loads((data_dir / "pre_online" / "flashdistill.json").read_text())["sigmas"][0] == 1.0
+
+
 @pytest.mark.parametrize("sharing", [True, False])
 def test_dmd_stage_all_terms(data_dir, pre_student, sharing):
     name = f"dmd_{sharing}"
