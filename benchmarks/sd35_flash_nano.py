@@ -64,7 +64,7 @@ def main() -> int:
               f"init_student={w / 's2'}", f"train.run_dir={w}/run_split_{part}"])
     if not (w / "split" / "flashdistill.json").exists():
         sh(FD + ["merge", "--low", w / "split_low", "--high", w / "split_high", "--out", w / "split",
-                 "--n-per-category", "8"])
+                 "--n-per-category", str(args.n_per_category)])
     ablations = {"no_adv": ["adv_weight=0"], "no_pretrain": ["init_student=null"],
                  "no_sharing": ["timestep_sharing=false"], "no_refresh": ["disc_refresh=0"]}
     for name, extra in ablations.items():
@@ -125,7 +125,8 @@ def main() -> int:
     (out / "sd35_flash_nano.md").write_text(
         f"# SD3.5-Flash on SD3-nano\n\nRegenerate: `{cmd}` (stage 2 and ablations: {args.iters} iterations; "
         f"{args.n_per_category} prompts per category; same prompts and seeds for every model).\n\n"
-        + "\n".join(lines) + "\n\n## Split-timestep merge sweep (ShapesEval, 8 prompts per category)\n\n" + sweep
+        + "\n".join(lines) + f"\n\n## Split-timestep merge sweep (ShapesEval, {args.n_per_category} prompts per "
+        "category)\n\n" + sweep
         + "\n![grid](sd35_flash_nano_grid.png)\n")
     (out / "sd35_flash_nano.json").write_text(scores_json(results))
     print("\n".join(lines))

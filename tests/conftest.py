@@ -18,4 +18,14 @@ def tiny_pipe():
 
     pipe = tiny_sd3_pipeline(seed=0)
     pipe.set_progress_bar_config(disable=True)
-    return pipe
+    before = _fingerprint(pipe)
+    yield pipe
+    # shared by every test: one that swaps a component or trains weights in place silently breaks later ones
+    assert _fingerprint(pipe) == before, "a test modified the session-wide tiny_pipe (copy it instead)"
+
+
+def _fingerprint(pipe):
+    parts = {name: id(module) for name, module in pipe.components.items()}
+    parts["scheduler_config"] = dict(pipe.scheduler.config)
+    parts["weights"] = sum(float(p.double().sum()) for p in pipe.transformer.parameters())
+    return parts

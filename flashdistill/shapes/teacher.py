@@ -202,11 +202,13 @@ def export_checkpoint(cfg: TeacherConfig, pipe, checkpoint: str | Path) -> Path:
 def export_teacher(pipe, out: str | Path, shift: float, guidance_scale: float = 4.5) -> Path:
     """Write the pipeline folder with a scheduler using the training shift, plus ``flashdistill.json`` (its default
     50 steps and ``guidance_scale``, which sampling, ``generate-data`` and the DMD teacher use unless told)."""
+    from diffusers import StableDiffusion3Pipeline
+
     from .nano import MAX_SEQUENCE_LENGTH, RESOLUTION
 
     out = Path(out)
-    pipe.scheduler = pipe.scheduler.from_config(pipe.scheduler.config, shift=shift)
-    pipe.save_pretrained(out)
+    scheduler = pipe.scheduler.from_config(pipe.scheduler.config, shift=shift)
+    StableDiffusion3Pipeline(**{**pipe.components, "scheduler": scheduler}).save_pretrained(out)  # pipe untouched
     settings = {"kind": "teacher", "num_inference_steps": 50, "guidance_scale": guidance_scale,
                 "max_sequence_length": MAX_SEQUENCE_LENGTH, "resolution": RESOLUTION}
     (out / "flashdistill.json").write_text(json.dumps(settings, indent=2) + "\n")

@@ -13,7 +13,12 @@ SIGMAS = [1.0, 0.8, 0.55, 0.3, 0.1]
 
 
 def _reference(pipe, noise, guidance, max_seq):
-    pipe.scheduler = pipe.scheduler.from_config(pipe.scheduler.config, shift=1.0)
+    from diffusers import StableDiffusion3Pipeline
+
+    # a new pipeline object with a shift-1 scheduler: the session-wide tiny_pipe must not change under other tests
+    scheduler = pipe.scheduler.from_config(pipe.scheduler.config, shift=1.0)
+    pipe = StableDiffusion3Pipeline(**{**pipe.components, "scheduler": scheduler})
+    pipe.set_progress_bar_config(disable=True)
     out = pipe(PROMPTS, latents=noise.clone(), sigmas=SIGMAS, guidance_scale=guidance, output_type="latent",
                height=16, width=16, max_sequence_length=max_seq)
     return out.images

@@ -80,8 +80,7 @@ def test_online_trajectories_match_stored_ones(data_dir, tiny_pipe):
     items = [data[i] for i in range(3)]
     cond, noise = collate([it["cond"] for it in items]), torch.stack([it["noise"] for it in items])
     stored = torch.stack([it["trajectory"] for it in items])
-    shift = float(tiny_pipe.scheduler.config.get("shift", 1.0))
-    t_grid, positions = teacher_grid(8, shift, [1.0, 0.75, 0.5, 0.25, 0.0])
+    t_grid, positions = teacher_grid(8, data.meta["shift"], [1.0, 0.75, 0.5, 0.25, 0.0])
     teacher = CFG(SD3Adapter(tiny_pipe.transformer), data.null_cond(), 3.0)
     ours = common.teacher_points(teacher, noise, t_grid, positions, cond)
     assert ours.shape == stored.shape and (ours - stored).abs().max() <= 1e-4
