@@ -36,7 +36,7 @@ def main() -> int:
     head = ("| T5 | CFG | steps | ShapesEval | held-out | " + " | ".join(CATEGORIES)
             + " | FD | precision | recall | ms/img |")
     lines = [head, "|" + "---|" * (len(CATEGORIES) + 9)]
-    results = {}
+    results, written = {}, []
     cfg_scale = guidance_of(read_run_settings(folder))
     pipes = {drop_t5: load_pipeline(folder, drop_t5=drop_t5) for drop_t5 in (False, True)}
     for drop_t5, pipe in pipes.items():
@@ -57,6 +57,7 @@ def main() -> int:
                              f"{r['seconds_per_image'] * 1000:.1f} |")
             name = f"teacher_grids/t5_{'no' if drop_t5 else 'yes'}_cfg_{guidance}.png"
             comparison_grid(rows, out / name, n=12)
+            written.append(name)
     starts = (0.1, 0.3, 0.5, 0.7, 0.8, 0.9, 1.0)
     noised = noised_start_scores(load_setup(folder, pipe=pipes[False]), starts, n_per_category=args.n_per_category)
     results["noised_start"] = {str(k): v for k, v in noised.items()}
@@ -65,7 +66,10 @@ def main() -> int:
                  "t0 = 1 is plain generation.\n\n| t0 | " + " | ".join(f"{t:g}" for t in starts) + " |\n|---|"
                  + "---|" * len(starts) + "\n| ShapesEval | " + " | ".join(f"{noised[t]:.3f}" for t in starts) + " |")
     cmd = "python benchmarks/teacher_report.py " + " ".join(sys.argv[1:])
-    grids = "\n".join(f"![{p.stem}]({p.relative_to(out)})" for p in sorted((out / "teacher_grids").glob("*.png")))
+    for old in (out / "teacher_grids").glob("*.png"):  # grids of settings this run did not produce are stale
+        if f"teacher_grids/{old.name}" not in written:
+            old.unlink()
+    grids = "\n".join(f"![{Path(name).stem}]({name})" for name in written)
     (out / "teacher_report.md").write_text(
         f"# SD3-nano teacher report\n\nRegenerate: `{cmd}` ({args.n_per_category} prompts per category and split; "
         "FD on the train split against 512 real Shapes images).\n\n" + "\n".join(lines) + noised_md
