@@ -5,7 +5,8 @@
 Runs, in order (each stage is skipped when its output folder already exists, so an interrupted run resumes):
 prompts + teacher data, stage 1, stage 2, the 2-step student, the split-timestep branches and their merge sweep,
 and the paper's ablations (w/o adversarial objective, w/o pre-training, w/o timestep sharing, w/o discriminator
-refresh) with the same number of iterations as stage 2; then judges every model on the same prompts and seeds
+refresh) with the same number of iterations as stage 2, plus stage 2 with a refresh probability high enough that heads
+are actually re-initialised at this length; then judges every model on the same prompts and seeds
 and writes the table, a comparison grid and loss curves.
 """
 
@@ -65,8 +66,12 @@ def main() -> int:
     if not (w / "split" / "flashdistill.json").exists():
         sh(FD + ["merge", "--low", w / "split_low", "--high", w / "split_high", "--out", w / "split",
                  "--n-per-category", str(args.n_per_category)])
+    # at the paper's p = 0.005 a head is expected to be refreshed only 0.6 times in 120 updates, so "w/o refresh"
+    # can equal stage 2 exactly; "refresh_often" (p = 0.03, ~4 refreshes per head, as the paper's rate gives over
+    # 800 updates) shows what refreshing does when it does happen
     ablations = {"no_adv": ["adv_weight=0"], "no_pretrain": ["init_student=null"],
-                 "no_sharing": ["timestep_sharing=false"], "no_refresh": ["disc_refresh=0"]}
+                 "no_sharing": ["timestep_sharing=false"], "no_refresh": ["disc_refresh=0"],
+                 "refresh_often": ["disc_refresh=0.03"]}
     for name, extra in ablations.items():
         stage("nano_dmd.yaml", w / f"abl_{name}", s2 + [f"train.run_dir={w}/run_abl_{name}"] + extra)
 
@@ -86,6 +91,7 @@ def main() -> int:
         "ablation: w/o pre-training": (w / "abl_no_pretrain", None),
         "ablation: w/o timestep sharing": (w / "abl_no_sharing", None),
         "ablation: w/o discriminator refresh": (w / "abl_no_refresh", None),
+        "variant: frequent refresh (p = 0.03)": (w / "abl_refresh_often", None),
     }
     from flashdistill.shapes import CATEGORIES
 

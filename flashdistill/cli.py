@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 __all__ = ["main", "COMMANDS"]
@@ -44,8 +45,16 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_torchvision_fallback() -> None:
+    """Importing diffusers' SD3 pipeline makes transformers warn that its image processors fall back to PIL
+    without torchvision; we never use them (no image encoder), so the CLI drops exactly that message."""
+    logging.getLogger("transformers.utils.import_utils").addFilter(
+        lambda record: "requires torchvision (not installed)" not in record.getMessage())
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    _quiet_torchvision_fallback()
     command = argv[0] if argv and argv[0] in COMMANDS else None
     parser = build_parser(only=command)
     if command is None and (not argv or argv[0] in ("-h", "--help")):
