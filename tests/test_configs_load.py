@@ -11,7 +11,7 @@ import yaml
 from flashdistill.config import load_any_config
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-JOB_YAMLS = sorted(CONFIGS.glob("*.yaml"))
+JOB_YAMLS = sorted(p for p in CONFIGS.rglob("*.yaml") if "accelerate" not in p.relative_to(CONFIGS).parts)
 ACCELERATE_YAMLS = sorted((CONFIGS / "accelerate").glob("*.yaml"))
 DISTRIBUTED_TYPES = {"NO", "MULTI_GPU", "MULTI_CPU", "FSDP", "DEEPSPEED"}
 
@@ -26,7 +26,7 @@ def test_configs_exist():
     assert {p.name for p in ACCELERATE_YAMLS} >= {"fsdp.yaml", "single_gpu.yaml", "multi_gpu.yaml"}
 
 
-@pytest.mark.parametrize("path", JOB_YAMLS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", JOB_YAMLS, ids=lambda p: str(p.relative_to(CONFIGS)))
 def test_job_config_loads_and_validates(path):
     command = header_command(path)
     assert "flashdistill" in command or "accelerate launch" in command, (

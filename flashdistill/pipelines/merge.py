@@ -2,7 +2,8 @@
 
 ``w = r·w_low + (1 − r)·w_high`` for each ratio ``r`` in a sweep; every candidate is judged by ShapesEval on
 the fixed evaluation prompts and the best one is written as the student folder (the paper picked 3:7 by
-GenEval). The sweep is written next to it as ``merge_sweep.json`` and ``merge_sweep.md``.
+GenEval). The sweep is written next to it as ``merge_sweep.json`` and ``merge_sweep.md``. A single ratio
+(``--ratios 0.3``) is merged without judging: the way to fuse models ShapesEval cannot judge (SD3.5 Medium).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--high", required=True, help="student folder trained on steps with t > 0.5")
     parser.add_argument("--out", required=True, help="merged student folder to write")
     parser.add_argument("--ratios", default="0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1",
-                        help="comma-separated weights of the low branch")
+                        help="comma-separated weights of the low branch; one value merges without judging")
     parser.add_argument("--n-per-category", type=int, default=8, help="ShapesEval prompts per category")
     parser.add_argument("--seed", type=int, default=0)
 
@@ -46,20 +47,24 @@ def run(args) -> int:
     from ..eval.model_eval import evaluate_model
     from .sample import load_pipeline
 
-    ratios = [float(r) for r in args.ratios.split(",")]
+    try:
+        ratios = [float(r) for r in args.ratios.split(",")]
+    except ValueError:
+        raise SystemExit(f"--ratios {args.ratios}: expected comma-separated numbers such as 0.3,0.5") from None
     if any(not 0 <= r <= 1 for r in ratios):
         raise SystemExit(f"--ratios {args.ratios}: every ratio must lie in [0, 1]")
     low_pipe = load_pipeline(args.low)
     high_state = load_pipeline(args.high).transformer.state_dict()
     low_state = {k: v.clone() for k, v in low_pipe.transformer.state_dict().items()}
-    rows = []
-    for r in ratios:
+    rows = [{"ratio_low": r, "shapes_eval": None, "fd": None} for r in ratios]
+    for row in rows if len(rows) > 1 else []:  # one ratio: nothing to choose, so nothing to judge
+        r = row["ratio_low"]
         low_pipe.transformer.load_state_dict(interpolate_state(low_state, high_state, r))
         scores = evaluate_model(args.low, args.n_per_category, seed=args.seed, splits=("train",), pipe=low_pipe)
-        rows.append({"ratio_low": r, "shapes_eval": scores["train"]["overall"], "fd": scores["train"].get("fd")})
-        print(f"ratio low:high = {r:.2f}:{1 - r:.2f}  ShapesEval {rows[-1]['shapes_eval']:.3f}")
+        row.update(shapes_eval=scores["train"]["overall"], fd=scores["train"].get("fd"))
+        print(f"ratio low:high = {r:.2f}:{1 - r:.2f}  ShapesEval {row['shapes_eval']:.3f}")
     # best ShapesEval; ties (common with a weak teacher) go to the lower FD when the FD network is shipped
-    best = max(rows, key=lambda row: (row["shapes_eval"], -(row["fd"] if row["fd"] is not None else 0.0)))
+    best = max(rows, key=lambda row: (row["shapes_eval"] or 0.0, -(row["fd"] if row["fd"] is not None else 0.0)))
     out = Path(args.out)
     if out.exists():
         shutil.rmtree(out)
@@ -71,7 +76,8 @@ def run(args) -> int:
     (out / "flashdistill.json").write_text(json.dumps(info, indent=2) + "\n")
     (out / "merge_sweep.json").write_text(json.dumps(rows, indent=2) + "\n")
     table = ["| low : high | ShapesEval | FD |", "|---|---|---|"]
-    table += [f"| {r['ratio_low']:.1f} : {1 - r['ratio_low']:.1f} | {r['shapes_eval']:.3f} | "
+    table += [f"| {r['ratio_low']:.1f} : {1 - r['ratio_low']:.1f} | "
+              f"{'–' if r['shapes_eval'] is None else format(r['shapes_eval'], '.3f')} | "
               f"{'–' if r['fd'] is None else round(r['fd'], 2)} |" for r in rows]
     (out / "merge_sweep.md").write_text("\n".join(table) + "\n")
     print(f"best ratio {best['ratio_low']:.2f}:{1 - best['ratio_low']:.2f}; merged student written to {out}")

@@ -159,3 +159,26 @@ def test_backward_simulation_has_no_gradient(tiny_pipe):
     v.pow(2).mean().backward()
     grads = [p.grad for p in net.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+def test_merge_with_one_ratio_interpolates_exactly_and_records_it(data_dir, pre_student):
+    from flashdistill.cli import main
+
+    run_recipe(_cfg(data_dir, "branch_high", stage="dmd", proxy_updates=1, disc_blocks=[1], disc_hidden=16,
+                    step_range=[0.5, 1.0], student_optim={"lr": 1e-2}, init_student=str(pre_student)))
+    out = data_dir / "merged"
+    assert main(["merge", "--low", str(pre_student), "--high", str(data_dir / "branch_high"), "--out", str(out),
+                 "--ratios", "0.3"]) == 0
+
+    def weights(folder):
+        return load_file(str(next((folder / "transformer").glob("*.safetensors"))))
+
+    low, high, merged = weights(pre_student), weights(data_dir / "branch_high"), weights(out)
+    assert max((low[k] - high[k]).abs().max().item() for k in low) > 1e-4  # the branches differ
+    for k in merged:
+        torch.testing.assert_close(merged[k], 0.3 * low[k] + 0.7 * high[k])
+    info = json.loads((out / "flashdistill.json").read_text())
+    assert info["stage"] == "split_merged" and info["merge_ratio_low"] == 0.3
+    assert json.loads((out / "merge_sweep.json").read_text())[0]["shapes_eval"] is None  # not judged
+    with pytest.raises(SystemExit, match="ratios"):
+        main(["merge", "--low", str(pre_student), "--high", str(pre_student), "--out", str(out), "--ratios", "x"])
