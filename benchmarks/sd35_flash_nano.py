@@ -114,12 +114,14 @@ def main() -> int:
     comparison_grid(pictures, out / "sd35_flash_nano_grid.png", n=10)
     curves = {"stage 1: trajectory loss": (w / "run_s1", "tg"), "stage 2: dmd": (w / "run_s2", "dmd"),
               "stage 2: proxy fm": (w / "run_s2", "fm"), "stage 2: disc": (w / "run_s2", "disc")}
+    curve_files = []
     for name, (run_dir, key) in curves.items():
         slug = name.split(":")[1].strip().replace(" ", "_")
         stage_slug = name.split(":")[0].replace(" ", "")
         series = read_metrics(run_dir / "metrics.jsonl", key)
         if series[0]:
-            line_plot({key: series}, out / f"sd35_flash_nano_{stage_slug}_{slug}.png", title=name)
+            curve_files.append(line_plot({key: series}, out / f"sd35_flash_nano_{stage_slug}_{slug}.png",
+                                         title=name).name)
     refreshes = []
     for label, run_dir in [("stage 2", "run_s2"), ("2-step", "run_two")] + [
             (f"ablation {name}", f"run_abl_{name}") for name in ablations]:
@@ -133,7 +135,8 @@ def main() -> int:
         f"{args.n_per_category} prompts per category; same prompts and seeds for every model).\n\n"
         + "\n".join(lines) + f"\n\n## Split-timestep merge sweep (ShapesEval, {args.n_per_category} prompts per "
         "category)\n\n" + sweep
-        + "\n![grid](sd35_flash_nano_grid.png)\n")
+        + "\n![grid](sd35_flash_nano_grid.png)\n\n## Loss curves\n\n"
+        + "\n".join(f"![{name}]({name})" for name in curve_files) + "\n")
     (out / "sd35_flash_nano.json").write_text(scores_json(results))
     print("\n".join(lines))
     return 0

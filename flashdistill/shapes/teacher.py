@@ -29,7 +29,8 @@ from ..models.sd3 import SD3Adapter, SD3TextEncoder
 from ..timesteps import LogitNormal
 from ..training.configs import OptimConfig, TrainConfig
 
-__all__ = ["TeacherConfig", "NanoDenoiser", "train_vae", "train_dit", "export_teacher", "add_args", "run"]
+__all__ = ["TeacherConfig", "NanoDenoiser", "train_vae", "train_dit", "init_from_teacher", "export_teacher",
+           "add_args", "run"]
 
 
 @dataclass
@@ -56,6 +57,9 @@ class DiTStage:
     p_uncond: float = field(default=0.1, metadata={"min": 0.0, "max": 1.0})  # all encoders null (CFG)
     ema_half_life: float = field(default=150.0, metadata={"min": 1.0})  # EMA half-life in steps (exported)
     guidance_scale: float = field(default=1.5, metadata={"min": 1.0})  # CFG of the sample grids; exported default
+    # a trained teacher folder (e.g. the shipped one) whose VAE, transformer and text encoders this stage starts
+    # from, with a fresh optimiser: continues training where no checkpoint survives (no "vae" stage needed)
+    init_from: str | None = None
     sample_prompts: list[str] = field(default_factory=lambda: [
         "a red circle", "two blue squares", "a green triangle above a yellow cross",
         "a purple square to the left of a cyan circle"])  # prompts of the periodic sample grids
@@ -141,10 +145,14 @@ def train_dit(cfg: TeacherConfig, pipe, pool) -> None:
     from .nano import MAX_SEQUENCE_LENGTH
 
     st = cfg.dit
-    vae_dir = Path(cfg.vae.train.run_dir) / "final"
-    if not (vae_dir / "config.json").exists():
-        raise FileNotFoundError(f"stage 'dit' needs the trained VAE at {vae_dir}; run stage 'vae' first")
-    pipe.vae = AutoencoderKL.from_pretrained(vae_dir)
+    if st.init_from:
+        init_from_teacher(pipe, st.init_from)
+    else:
+        vae_dir = Path(cfg.vae.train.run_dir) / "final"
+        if not (vae_dir / "config.json").exists():
+            raise FileNotFoundError(f"stage 'dit' needs the trained VAE at {vae_dir}; run stage 'vae' first "
+                                    "(or start from a trained teacher with dit.init_from=<folder>)")
+        pipe.vae = AutoencoderKL.from_pretrained(vae_dir)
     run = Run(st.train, config=cfg)
     codec = LatentCodec(run.add_frozen("vae", pipe.vae))
     denoiser = NanoDenoiser(pipe, MAX_SEQUENCE_LENGTH)
@@ -177,6 +185,19 @@ def train_dit(cfg: TeacherConfig, pipe, pool) -> None:
     if run.is_main:
         with ema.swapped_into(slot.module):
             export_teacher(pipe, cfg.out, shift=st.shift, guidance_scale=st.guidance_scale)
+
+
+def init_from_teacher(pipe, folder: str | Path) -> None:
+    """Copy a trained SD3-nano teacher folder's weights into ``pipe`` (its VAE replaces ``pipe.vae``)."""
+    from ..pipelines.sample import load_pipeline
+
+    src = load_pipeline(folder)
+    for name in ("transformer", "text_encoder", "text_encoder_2", "text_encoder_3"):
+        try:
+            getattr(pipe, name).load_state_dict(getattr(src, name).state_dict())
+        except RuntimeError as err:
+            raise ValueError(f"dit.init_from={folder}: its {name} does not match SD3-nano ({err})") from None
+    pipe.vae = src.vae
 
 
 def export_checkpoint(cfg: TeacherConfig, pipe, checkpoint: str | Path) -> Path:

@@ -59,3 +59,33 @@ def test_dit_resumes_and_export_from_checkpoint_matches(trained, tmp_path):
     exported = load_file(str(out / "transformer" / "diffusion_pytorch_model.safetensors"))
     for name, value in exported.items():
         assert torch.equal(value, ema[f"transformer.{name}"]), name
+
+
+def test_dit_continues_from_a_teacher_folder_without_any_run(trained, tmp_path, capsys):
+    """dit.init_from starts from a trained folder's weights (no VAE run needed): one small step away from them,
+    where a fresh start is far off; a folder of another architecture is refused, naming it."""
+    from safetensors.torch import load_file
+
+    root, _ = trained
+    base = ["train-teacher", "stages=[dit]", "pool_size=64", f"vae.train.run_dir={tmp_path / 'no_vae'}",
+            "dit.train.max_steps=1", "dit.batch_size=8", "dit.train.log.samples_every=0"]
+
+    def transformer(folder):
+        return load_file(str(folder / "transformer" / "diffusion_pytorch_model.safetensors"))
+
+    assert main(base + [f"dit.init_from={root / 'out'}", f"dit.train.run_dir={tmp_path / 'dit'}",
+                        f"out={tmp_path / 'cont'}"]) == 0
+    start, cont = transformer(root / "out"), transformer(tmp_path / "cont")
+    assert max((cont[k] - start[k]).abs().max().item() for k in start) < 1e-2
+    vae_a = load_file(str(root / "out" / "vae" / "diffusion_pytorch_model.safetensors"))
+    vae_b = load_file(str(tmp_path / "cont" / "vae" / "diffusion_pytorch_model.safetensors"))
+    assert all(torch.equal(vae_a[k], vae_b[k]) for k in vae_a)
+    # neither a VAE run nor a folder to start from: a clear error, exit status 2
+    assert main(base + [f"dit.train.run_dir={tmp_path / 'dit2'}", f"out={tmp_path / 'x'}"]) == 2
+    assert "dit.init_from" in capsys.readouterr().err
+    from flashdistill.models.tiny import tiny_sd3_pipeline
+
+    other = tmp_path / "tiny"
+    tiny_sd3_pipeline(seed=0).save_pretrained(other)
+    with pytest.raises(ValueError, match="init_from=.*tiny.*transformer"):
+        main(base + [f"dit.init_from={other}", f"dit.train.run_dir={tmp_path / 'dit3'}", f"out={tmp_path / 'y'}"])
