@@ -36,20 +36,29 @@ def _stage(name: str, overrides: list[str]):
     run_recipe(cfg)
 
 
+def grid_columns(count: int, n: int) -> list[int]:
+    """``n`` indices spread evenly over ``count`` images: the evaluation set is ordered by category, so every
+    category shows (the first ``n`` would all be single objects)."""
+    import numpy as np
+
+    return sorted(set(np.linspace(0, count - 1, min(n, count)).round().astype(int).tolist()))
+
+
 def comparison_grid(rows: dict[str, object], path: Path, n: int = 8) -> Path:
-    """One row per setting (label at the left), ``n`` images each, upscaled 3x."""
+    """One row per setting (label at the left), ``n`` images each (``grid_columns``), upscaled 3x."""
     import numpy as np
     from PIL import Image, ImageDraw
 
     label_w, scale = 150, 3
     first = next(iter(rows.values()))
     h, w = first.shape[1] * scale, first.shape[2] * scale
-    canvas = Image.new("RGB", (label_w + n * w, len(rows) * h), "white")
+    columns = grid_columns(len(first), n)
+    canvas = Image.new("RGB", (label_w + len(columns) * w, len(rows) * h), "white")
     draw = ImageDraw.Draw(canvas)
     for r, (label, images) in enumerate(rows.items()):
         draw.text((4, r * h + h // 2 - 6), label, fill="black")
-        for c in range(min(n, len(images))):
-            tile = Image.fromarray(np.asarray(images[c])).resize((w, h), Image.NEAREST)
+        for c, i in enumerate(columns):
+            tile = Image.fromarray(np.asarray(images[i])).resize((w, h), Image.NEAREST)
             canvas.paste(tile, (label_w + c * w, r * h))
     canvas.save(path)
     return path
@@ -98,8 +107,14 @@ def run(args) -> int:
     table = "\n".join(lines)
     grid = comparison_grid(pictures, out / "comparison.png")
     report = out / "report.md"
+    from .shapes import eval_prompts
+
+    train_prompts = [p for p, _ in eval_prompts(args.n_per_category)]
+    columns = "\n".join(f"{c + 1}. {train_prompts[i]}"
+                        for c, i in enumerate(grid_columns(len(train_prompts), 8)))
     report.write_text(f"# flashdistill demo: SD3.5-Flash on SD3-nano\n\n{table}\n\n![comparison](comparison.png)\n\n"
-                      f"Same prompts and seeds in every row. Regenerate: `flashdistill demo --out {out}`.\n")
+                      f"Same prompts and seeds in every row; the columns' prompts:\n\n{columns}\n\n"
+                      f"Regenerate: `flashdistill demo --out {out}`.\n")
     (out / "results.json").write_text(scores_json(results))
     print("\n" + table)
     print(f"\nreport: {report}  pictures: {grid}  ({(time.time() - t_start) / 60:.1f} min)")

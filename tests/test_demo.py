@@ -26,4 +26,16 @@ def test_demo_writes_report_grid_and_scores(tmp_path, capsys):
                                                                 f"teacher, 4 Euler steps, CFG {g:g}"]
     for label in results:
         assert f"| {label} |" in report
+    assert "\n1. " in report and "\n6. " in report  # the grid's column prompts are listed (1 per category here)
     assert "report:" in capsys.readouterr().out
+
+
+def test_grid_columns_cover_every_category():
+    from flashdistill.demo import grid_columns
+    from flashdistill.shapes import CATEGORIES
+
+    n = 16
+    cols = grid_columns(len(CATEGORIES) * n, 10)
+    assert len(cols) == 10 and cols == sorted(cols) and cols[-1] == len(CATEGORIES) * n - 1
+    assert {i // n for i in cols} == set(range(len(CATEGORIES)))
+    assert grid_columns(3, 8) == [0, 1, 2]
