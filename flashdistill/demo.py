@@ -49,10 +49,11 @@ def comparison_grid(rows: dict[str, object], path: Path, n: int = 8) -> Path:
     import numpy as np
     from PIL import Image, ImageDraw
 
-    label_w, scale = 150, 3
+    scale = 3
     first = next(iter(rows.values()))
     h, w = first.shape[1] * scale, first.shape[2] * scale
     columns = grid_columns(len(first), n)
+    label_w = 8 + max(150, *(int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(k)) for k in rows))
     canvas = Image.new("RGB", (label_w + len(columns) * w, len(rows) * h), "white")
     draw = ImageDraw.Draw(canvas)
     for r, (label, images) in enumerate(rows.items()):
