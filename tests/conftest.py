@@ -27,5 +27,5 @@ def tiny_pipe():
 def _fingerprint(pipe):
     parts = {name: id(module) for name, module in pipe.components.items()}
     parts["scheduler_config"] = dict(pipe.scheduler.config)
-    parts["weights"] = sum(float(p.double().sum()) for p in pipe.transformer.parameters())
+    parts["weights"] = sum(float(p.detach().double().sum()) for p in pipe.transformer.parameters())
     return parts

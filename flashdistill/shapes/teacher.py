@@ -210,7 +210,12 @@ def export_checkpoint(cfg: TeacherConfig, pipe, checkpoint: str | Path) -> Path:
     ema_file = Path(checkpoint) / "ema" / "denoiser_ema.safetensors"
     if not ema_file.is_file():
         raise FileNotFoundError(f"export_from: no EMA weights at {ema_file}")
-    pipe.vae = AutoencoderKL.from_pretrained(Path(cfg.vae.train.run_dir) / "final")
+    if cfg.dit.init_from:  # the run continued a teacher folder: its VAE is the one the DiT was trained on
+        from ..pipelines.sample import load_pipeline
+
+        pipe.vae = load_pipeline(cfg.dit.init_from).vae
+    else:
+        pipe.vae = AutoencoderKL.from_pretrained(Path(cfg.vae.train.run_dir) / "final")
     denoiser = NanoDenoiser(pipe, MAX_SEQUENCE_LENGTH)
     missing, unexpected = denoiser.load_state_dict(load_file(str(ema_file)), strict=False)
     unique = {n for n, _ in denoiser.named_parameters()}  # tied weights (T5's embed_tokens) appear once

@@ -80,6 +80,12 @@ def test_dit_continues_from_a_teacher_folder_without_any_run(trained, tmp_path, 
     vae_a = load_file(str(root / "out" / "vae" / "diffusion_pytorch_model.safetensors"))
     vae_b = load_file(str(tmp_path / "cont" / "vae" / "diffusion_pytorch_model.safetensors"))
     assert all(torch.equal(vae_a[k], vae_b[k]) for k in vae_a)
+    # exporting one of its checkpoints needs no VAE run either: the VAE comes from init_from
+    ckpt = sorted((tmp_path / "dit" / "checkpoints").iterdir())[-1]
+    assert main(["train-teacher", "stages=[export]", f"export_from={ckpt}", f"out={tmp_path / 'exp'}",
+                 f"dit.init_from={root / 'out'}", f"vae.train.run_dir={tmp_path / 'no_vae'}"]) == 0
+    exported = transformer(tmp_path / "exp")
+    assert all(torch.equal(exported[k], cont[k]) for k in cont)
     # neither a VAE run nor a folder to start from: a clear error, exit status 2
     assert main(base + [f"dit.train.run_dir={tmp_path / 'dit2'}", f"out={tmp_path / 'x'}"]) == 2
     assert "dit.init_from" in capsys.readouterr().err
