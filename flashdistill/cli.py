@@ -45,11 +45,16 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _no_torchvision_fallback_note(record: logging.LogRecord) -> bool:
+    return "requires torchvision (not installed)" not in record.getMessage()
+
+
 def _quiet_torchvision_fallback() -> None:
     """Importing diffusers' SD3 pipeline makes transformers warn that its image processors fall back to PIL
     without torchvision; we never use them (no image encoder), so the CLI drops exactly that message."""
-    logging.getLogger("transformers.utils.import_utils").addFilter(
-        lambda record: "requires torchvision (not installed)" not in record.getMessage())
+    logger = logging.getLogger("transformers.utils.import_utils")
+    if _no_torchvision_fallback_note not in logger.filters:
+        logger.addFilter(_no_torchvision_fallback_note)
 
 
 def main(argv: list[str] | None = None) -> int:

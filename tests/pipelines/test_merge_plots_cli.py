@@ -68,3 +68,20 @@ def test_scheduler_sigmas_match_diffusers(tiny_pipe):
     sched = tiny_pipe.scheduler.from_config(tiny_pipe.scheduler.config)
     sched.set_timesteps(4)
     assert sigmas == [float(s) for s in sched.sigmas] and sigmas[-1] == 0.0 and len(sigmas) == 5
+
+
+def test_cli_drops_only_the_torchvision_fallback_note():
+    import logging
+
+    from flashdistill.cli import _quiet_torchvision_fallback
+
+    _quiet_torchvision_fallback()
+    _quiet_torchvision_fallback()  # idempotent
+    logger = logging.getLogger("transformers.utils.import_utils")
+    assert len(logger.filters) == 1
+
+    def record(msg):
+        return logging.LogRecord(logger.name, logging.WARNING, __file__, 1, msg, None, None)
+
+    assert not logger.filter(record("`CLIPImageProcessor` requires torchvision (not installed); falling back"))
+    assert logger.filter(record("something else worth seeing"))
