@@ -29,8 +29,8 @@ from ..models.sd3 import SD3Adapter, SD3TextEncoder
 from ..timesteps import LogitNormal
 from ..training.configs import OptimConfig, TrainConfig
 
-__all__ = ["TeacherConfig", "NanoDenoiser", "train_vae", "train_dit", "init_from_teacher", "export_teacher",
-           "add_args", "run"]
+__all__ = ["TeacherConfig", "NanoDenoiser", "train_vae", "train_dit", "trained_vae", "init_from_teacher",
+           "export_teacher", "add_args", "run"]
 
 
 @dataclass
@@ -137,7 +137,6 @@ def train_vae(cfg: TeacherConfig, pipe, pool) -> None:
 
 def train_dit(cfg: TeacherConfig, pipe, pool) -> None:
     """Stage 2: transformer + text encoders by flow matching with text-encoder dropout; EMA exported."""
-    from diffusers import AutoencoderKL
 
     from ..models.vae import LatentCodec
     from ..sampling import CFG, euler_solve
@@ -145,14 +144,9 @@ def train_dit(cfg: TeacherConfig, pipe, pool) -> None:
     from .nano import MAX_SEQUENCE_LENGTH
 
     st = cfg.dit
+    pipe.vae = trained_vae(cfg)
     if st.init_from:
         init_from_teacher(pipe, st.init_from)
-    else:
-        vae_dir = Path(cfg.vae.train.run_dir) / "final"
-        if not (vae_dir / "config.json").exists():
-            raise FileNotFoundError(f"stage 'dit' needs the trained VAE at {vae_dir}; run stage 'vae' first "
-                                    "(or start from a trained teacher with dit.init_from=<folder>)")
-        pipe.vae = AutoencoderKL.from_pretrained(vae_dir)
     run = Run(st.train, config=cfg)
     codec = LatentCodec(run.add_frozen("vae", pipe.vae))
     denoiser = NanoDenoiser(pipe, MAX_SEQUENCE_LENGTH)
@@ -187,8 +181,21 @@ def train_dit(cfg: TeacherConfig, pipe, pool) -> None:
             export_teacher(pipe, cfg.out, shift=st.shift, guidance_scale=st.guidance_scale)
 
 
+def trained_vae(cfg: TeacherConfig):
+    """The VAE the DiT trains on: ``dit.init_from``'s when continuing a teacher folder, else the "vae" stage's."""
+    from diffusers import AutoencoderKL
+
+    if cfg.dit.init_from:
+        return AutoencoderKL.from_pretrained(cfg.dit.init_from, subfolder="vae")
+    vae_dir = Path(cfg.vae.train.run_dir) / "final"
+    if not (vae_dir / "config.json").exists():
+        raise FileNotFoundError(f"stage 'dit' needs the trained VAE at {vae_dir}; run stage 'vae' first "
+                                "(or start from a trained teacher with dit.init_from=<folder>)")
+    return AutoencoderKL.from_pretrained(vae_dir)
+
+
 def init_from_teacher(pipe, folder: str | Path) -> None:
-    """Copy a trained SD3-nano teacher folder's weights into ``pipe`` (its VAE replaces ``pipe.vae``)."""
+    """Copy a trained SD3-nano teacher folder's transformer and text-encoder weights into ``pipe``."""
     from ..pipelines.sample import load_pipeline
 
     src = load_pipeline(folder)
@@ -197,12 +204,10 @@ def init_from_teacher(pipe, folder: str | Path) -> None:
             getattr(pipe, name).load_state_dict(getattr(src, name).state_dict())
         except RuntimeError as err:
             raise ValueError(f"dit.init_from={folder}: its {name} does not match SD3-nano ({err})") from None
-    pipe.vae = src.vae
 
 
 def export_checkpoint(cfg: TeacherConfig, pipe, checkpoint: str | Path) -> Path:
     """Write the teacher from a dit checkpoint's EMA (e.g. to inspect or ship a run that was cut short)."""
-    from diffusers import AutoencoderKL
     from safetensors.torch import load_file
 
     from .nano import MAX_SEQUENCE_LENGTH
@@ -210,12 +215,7 @@ def export_checkpoint(cfg: TeacherConfig, pipe, checkpoint: str | Path) -> Path:
     ema_file = Path(checkpoint) / "ema" / "denoiser_ema.safetensors"
     if not ema_file.is_file():
         raise FileNotFoundError(f"export_from: no EMA weights at {ema_file}")
-    if cfg.dit.init_from:  # the run continued a teacher folder: its VAE is the one the DiT was trained on
-        from ..pipelines.sample import load_pipeline
-
-        pipe.vae = load_pipeline(cfg.dit.init_from).vae
-    else:
-        pipe.vae = AutoencoderKL.from_pretrained(Path(cfg.vae.train.run_dir) / "final")
+    pipe.vae = trained_vae(cfg)
     denoiser = NanoDenoiser(pipe, MAX_SEQUENCE_LENGTH)
     missing, unexpected = denoiser.load_state_dict(load_file(str(ema_file)), strict=False)
     unique = {n for n, _ in denoiser.named_parameters()}  # tied weights (T5's embed_tokens) appear once
