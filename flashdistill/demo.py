@@ -23,7 +23,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher", default=None, help="teacher pipeline folder (default: the shipped SD3-nano)")
     parser.add_argument("--prompts", type=int, default=384, help="teacher samples to distil from")
     parser.add_argument("--pretrain-steps", type=int, default=150)
-    parser.add_argument("--dmd-steps", type=int, default=60)
+    parser.add_argument("--dmd-steps", type=int, default=150)
     parser.add_argument("--n-per-category", type=int, default=8, help="evaluation prompts per category")
 
 

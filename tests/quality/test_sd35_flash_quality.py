@@ -1,9 +1,11 @@
 """Short SD3.5-Flash distillations of SD3-nano beat the teacher's own few-step Euler.
 
-- 4 steps: the demo's run (stage 1 + 60 iterations of stage 2, ``flashdistill demo``) must beat the teacher's 4-step
-  Euler on ShapesEval by MARGIN_4 (measured at 16 prompts per category: 0.531 vs 0.448; stage 1 alone 0.469, so a
-  stage 2 that does nothing fails this).
-- 2 steps, where the teacher's own Euler collapses (ShapesEval 0.03, FD ~216 in docs/results/teacher_report.md): an
+- 4 steps: the demo's run (stage 1 150 + stage 2 150 iterations, ``flashdistill demo``) must beat the teacher's
+  4-step Euler on ShapesEval by MARGIN_4, judged on SEEDS prompt sets of 16 per category (384 prompts; one set of 96
+  moves by ~0.05 between draws). Measured on the shipped teacher (0.750 at 50 steps), sets 0-3: student 0.625 /
+  0.646 / 0.667 / 0.677 (mean 0.654), Euler 0.594 / 0.573 / 0.583 / 0.604 (0.589), stage 1 alone 0.594 / 0.604 /
+  0.635 / 0.656 (0.622): a stage 2 that does nothing fails this.
+- 2 steps, where the teacher's own Euler collapses (ShapesEval 0.04, FD ~214 in docs/results/teacher_report.md): an
   80-iteration stage-1 student must beat it on both ShapesEval (by MARGIN) and FD against real Shapes images.
 """
 
@@ -17,7 +19,8 @@ pytestmark = pytest.mark.slow
 
 RATIO = 0.8  # the 2-step student's FD must be at most this fraction of the teacher's 2-step Euler FD
 MARGIN = 0.1  # and its ShapesEval at least this much above the teacher's 2-step Euler
-MARGIN_4 = 0.05  # the demo's 4-step student's ShapesEval above the teacher's 4-step Euler, at least
+MARGIN_4 = 0.05  # the demo's 4-step student's ShapesEval above the teacher's 4-step Euler, at least (mean of SEEDS)
+SEEDS = (0, 1, 2, 3)  # prompt/noise seed sets of the 4-step comparison (0 is the demo's own table)
 
 
 def test_demo_4_step_student_beats_teacher_4_step_euler(tmp_path):
@@ -26,17 +29,27 @@ def test_demo_4_step_student_beats_teacher_4_step_euler(tmp_path):
     import torch
 
     from flashdistill.cli import main
+    from flashdistill.eval.model_eval import evaluate_model
 
+    demo = tmp_path / "demo"
     threads = torch.get_num_threads()
-    torch.set_num_threads(2)  # the demo's real-size models: 4.6 min on 2 threads vs 7.3 on the suite's 1 (same scores)
+    torch.set_num_threads(2)  # the demo's real-size models: ~2x faster than on the suite's 1 thread (same scores)
     try:
-        assert main(["demo", "--out", str(tmp_path / "demo"), "--n-per-category", "16"]) == 0
+        assert main(["demo", "--out", str(demo), "--n-per-category", "16"]) == 0
+        table = json.loads((demo / "results.json").read_text())
+        euler_key = next(k for k in table if k.startswith("teacher, 4 Euler"))
+        scores = {"euler": [table[euler_key]["train"]["overall"]],
+                  "student": [table["student, 4 steps"]["train"]["overall"]]}
+        models = {"euler": (teacher_path(), 4), "student": (demo / "student_4step", None)}
+        for seed in SEEDS[1:]:
+            for name, (folder, steps) in models.items():
+                res = evaluate_model(folder, 16, steps=steps, seed=seed, splits=("train",))
+                scores[name].append(res["train"]["overall"])
     finally:
         torch.set_num_threads(threads)
-    results = json.loads((tmp_path / "demo" / "results.json").read_text())
-    euler = next(v for k, v in results.items() if k.startswith("teacher, 4 Euler"))["train"]["overall"]
-    student = results["student, 4 steps"]["train"]["overall"]
-    print(f"ShapesEval: teacher 4-step Euler {euler:.3f}, 4-step student {student:.3f}")
+    euler, student = (sum(v) / len(v) for v in (scores["euler"], scores["student"]))
+    print(f"ShapesEval over seed sets {SEEDS}: teacher 4-step Euler {scores['euler']} (mean {euler:.3f}), "
+          f"4-step student {scores['student']} (mean {student:.3f})")
     assert student >= euler + MARGIN_4
 
 
