@@ -24,7 +24,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompts", type=int, default=384, help="teacher samples to distil from")
     parser.add_argument("--pretrain-steps", type=int, default=150)
     parser.add_argument("--dmd-steps", type=int, default=150)
-    parser.add_argument("--n-per-category", type=int, default=8, help="evaluation prompts per category")
+    parser.add_argument("--n-per-category", type=int, default=16, help="evaluation prompts per category")
 
 
 def _stage(name: str, overrides: list[str]):
