@@ -36,6 +36,24 @@ def _stage(name: str, overrides: list[str]):
     run_recipe(cfg)
 
 
+def teacher_data(cfg) -> Path:
+    """``generate`` into the demo's own data folder. A folder written with other settings or by another teacher (an
+    earlier demo, a shipped teacher since replaced) is regenerated, not refused: the demo owns it."""
+    import shutil
+
+    from .data.errors import DataError
+    from .data.generate import generate
+
+    try:
+        return generate(cfg)
+    except DataError as err:
+        if not (Path(cfg.out) / "settings.json").is_file():
+            raise
+        print(f"== {cfg.out}: {err}\n== regenerating it")
+        shutil.rmtree(cfg.out)
+        return generate(cfg)
+
+
 def grid_columns(count: int, n: int) -> list[int]:
     """``n`` indices spread evenly over ``count`` images: the evaluation set is ordered by category, so every
     category shows (the first ``n`` would all be single objects)."""
@@ -66,7 +84,7 @@ def comparison_grid(rows: dict[str, object], path: Path, n: int = 8) -> Path:
 
 
 def run(args) -> int:
-    from .data.generate import GenerateConfig, generate
+    from .data.generate import GenerateConfig
     from .eval.model_eval import evaluate_model, scores_json
     from .pipelines.sample import guidance_of, read_run_settings
     from .shapes.nano import teacher_path
@@ -78,9 +96,9 @@ def run(args) -> int:
     teacher = Path(args.teacher) if args.teacher else teacher_path()
     prompts = write_prompts(out / "prompts.jsonl", args.prompts, seed=0)
     print(f"== teacher {teacher}\n== generating {args.prompts} teacher samples with trajectories")
-    generate(GenerateConfig(out=str(out / "data"), prompts=str(prompts), model=str(teacher), num_steps=20,
-                            guidance_scale=None, trajectory_grid=[1.0, 0.75, 0.5, 0.25, 0.0], shard_size=128,
-                            batch_size=64))
+    teacher_data(GenerateConfig(out=str(out / "data"), prompts=str(prompts), model=str(teacher), num_steps=20,
+                                guidance_scale=None, trajectory_grid=[1.0, 0.75, 0.5, 0.25, 0.0], shard_size=128,
+                                batch_size=64))
     common = [f"data={out / 'data'}", f"teacher={teacher}"]
     _stage("nano_pretrain.yaml", common + [
         f"out={out / 'student_pretrain'}", f"train.max_steps={args.pretrain_steps}",

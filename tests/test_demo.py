@@ -39,3 +39,19 @@ def test_grid_columns_cover_every_category():
     assert len(cols) == 10 and cols == sorted(cols) and cols[-1] == len(CATEGORIES) * n - 1
     assert {i // n for i in cols} == set(range(len(CATEGORIES)))
     assert grid_columns(3, 8) == [0, 1, 2]
+
+
+def test_demo_regenerates_data_left_by_another_teacher(tmp_path, capsys):
+    from flashdistill.data.generate import GenerateConfig
+    from flashdistill.demo import teacher_data
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in ["a red circle", "two blue squares"]))
+    cfg = GenerateConfig(out=str(tmp_path / "data"), prompts=str(prompts), model="tiny", num_steps=2,
+                         max_sequence_length=8, trajectory_grid=[1.0, 0.0])
+    settings = tmp_path / "data" / "settings.json"
+    teacher_data(cfg)
+    real = json.loads(settings.read_text())
+    settings.write_text(json.dumps({**real, "model_weights": "0" * 16}))  # as if written by an earlier teacher
+    assert (teacher_data(cfg) / "index.json").is_file()
+    assert json.loads(settings.read_text()) == real and "regenerating it" in capsys.readouterr().out

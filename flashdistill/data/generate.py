@@ -31,7 +31,7 @@ __all__ = ["GenerateConfig", "add_generate_data_args", "run_generate_data", "gen
 class GenerateConfig:
     """Settings of ``flashdistill generate-data`` (``null`` = take it from the teacher folder)."""
 
-    out: str = ""  # output dataset folder (resumed if it exists with the same settings)
+    out: str = ""  # output dataset folder (resumed if it exists with the same settings and teacher weights)
     prompts: str | None = None  # .jsonl (a "prompt" per line) or .txt prompt file: teacher samples
     images: str | None = None  # or: folder with captions.jsonl: encode these images instead of sampling
     model: str = (

@@ -3,6 +3,7 @@ with optional trajectories, or encoded image–caption pairs). See :mod:`flashdi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -28,6 +29,21 @@ def process_info() -> tuple[int, int, int]:
     """``(rank, world_size, local_rank)`` as set by ``accelerate launch`` / torchrun (``(0, 1, 0)`` alone)."""
     env = os.environ
     return int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0))
+
+
+def weights_fingerprint(pipe, per_tensor: int = 4096) -> str:
+    """A short hash of the pipeline's weights (every ``torch.nn.Module`` component): names, shapes and up to
+    ``per_tensor`` evenly strided values of each tensor, so a resumed write notices a teacher whose weights changed
+    behind the same folder name without reading all of a multi-GB model."""
+    digest = hashlib.sha256()
+    modules = {k: v for k, v in getattr(pipe, "components", {}).items() if isinstance(v, torch.nn.Module)}
+    for component, module in sorted(modules.items()):
+        for name, tensor in module.state_dict().items():
+            flat = tensor.detach().reshape(-1)
+            sample = flat[:: max(1, flat.numel() // per_tensor)][:per_tensor]
+            digest.update(f"{component}.{name}{tuple(tensor.shape)}".encode())
+            digest.update(sample.to(device="cpu", dtype=torch.float32).numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def _device(name: str, local_rank: int) -> torch.device:
@@ -114,6 +130,7 @@ def write_dataset(cfg: GenerateConfig, pipe=None, progress: bool = True) -> Path
         "resolution": resolution,
         "latent_shape": list(latent_shape),
         "teacher_grid": grid.tolist() if pairs is None else None,
+        "model_weights": weights_fingerprint(pipe),
     }
     check_settings(out, settings_of(cfg, resolved))
     codec = LatentCodec(pipe.vae)

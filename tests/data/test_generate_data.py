@@ -132,6 +132,23 @@ def test_interrupted_run_resumes_without_duplicates(tiny_pipe, prompt_file, tmp_
         generate(config(prompt_file, out, num_steps=8), pipe=tiny_pipe, progress=False)
 
 
+def test_resuming_with_changed_teacher_weights_is_refused(tiny_pipe, prompt_file, tmp_path):
+    """Same folder name, other weights (e.g. a newly shipped teacher): the old data must not be reused silently."""
+    out = tmp_path / "ds"
+    generate(config(prompt_file, out), pipe=tiny_pipe, progress=False)
+    weight = next(tiny_pipe.transformer.parameters())
+    saved = weight.detach().clone()
+    try:
+        with torch.no_grad():
+            weight.add_(0.01)
+        with pytest.raises(DataError, match="different settings .*model_weights: was '[0-9a-f]{16}', now"):
+            generate(config(prompt_file, out), pipe=tiny_pipe, progress=False)
+    finally:
+        with torch.no_grad():
+            weight.copy_(saved)
+    assert LatentDataset(generate(config(prompt_file, out), pipe=tiny_pipe, progress=False))  # same weights: resumes
+
+
 def test_processes_take_every_kth_shard(tiny_pipe, prompt_file, tmp_path, monkeypatch):
     out = tmp_path / "ds"
     monkeypatch.setenv("WORLD_SIZE", "2")
