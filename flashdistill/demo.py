@@ -41,15 +41,13 @@ def teacher_data(cfg) -> Path:
     earlier demo, a shipped teacher since replaced) is regenerated, not refused: the demo owns it."""
     import shutil
 
-    from .data.errors import DataError
+    from .data.errors import SettingsMismatch
     from .data.generate import generate
 
     try:
         return generate(cfg)
-    except DataError as err:
-        if not (Path(cfg.out) / "settings.json").is_file():
-            raise
-        print(f"== {cfg.out}: {err}\n== regenerating it")
+    except SettingsMismatch as err:
+        print(f"== {err}\n== regenerating it")
         shutil.rmtree(cfg.out)
         return generate(cfg)
 

@@ -30,7 +30,7 @@ from torch.utils.data import Dataset
 
 from ..fsio import atomic_replace
 from ..types import Conditioning
-from .errors import DataError
+from .errors import DataError, SettingsMismatch
 
 __all__ = [
     "FORMAT",
@@ -94,7 +94,7 @@ def check_settings(root: Path, settings: dict) -> None:
         diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
         if diff:
             detail = "; ".join(f"{k}: was {old.get(k)!r}, now {settings.get(k)!r}" for k in diff)
-            raise DataError(
+            raise SettingsMismatch(
                 f"{root} was started with different settings ({detail}); use the same settings to "
                 "resume it or choose another output folder"
             )
