@@ -18,7 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("flashdistill.demo", "run the end-to-end demo on the embedded SD3-nano world"),
     "distill": ("flashdistill.recipes", "run one distillation stage from a recipe YAML"),
     "eval": ("flashdistill.eval.model_eval", "judge a model or an image folder on the Shapes world (ShapesEval, FD)"),
-    "merge": ("flashdistill.pipelines.merge", "merge split-timestep student branches, sweeping the ratio"),
+    "merge": ("flashdistill.recipes.merge", "merge split-timestep student branches, sweeping the ratio"),
     "sample": ("flashdistill.pipelines.sample", "sample images from a teacher or a distilled student folder"),
     "generate-data": ("flashdistill.data.generate", "run a teacher over prompts and write a synthetic dataset"),
     "train-teacher": ("flashdistill.shapes.teacher", "train the SD3-nano teacher of the Shapes world"),

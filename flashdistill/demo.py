@@ -84,7 +84,7 @@ def comparison_grid(rows: dict[str, object], path: Path, n: int = 8) -> Path:
 def run(args) -> int:
     from .data.generate import GenerateConfig
     from .eval.model_eval import evaluate_model, scores_json
-    from .pipelines.sample import guidance_of, read_run_settings
+    from .pipelines.folders import guidance_of, read_run_settings
     from .shapes.nano import teacher_path
     from .shapes.prompt_file import write_prompts
 

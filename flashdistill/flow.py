@@ -94,7 +94,8 @@ def euler_step(x_t: torch.Tensor, v: torch.Tensor, t, t_next) -> torch.Tensor:
 def renoise(x0: torch.Tensor, t, noise: torch.Tensor | None = None, generator=None) -> torch.Tensor:
     """Put an x0 estimate back on the path at level ``t`` with fresh (or given) noise."""
     if noise is None:
-        noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        on = generator.device if generator is not None else x0.device  # a generator fills its own device only
+        noise = torch.randn(x0.shape, generator=generator, device=on, dtype=x0.dtype).to(x0.device)
     return interpolate(x0, noise, t)
 
 

@@ -58,27 +58,45 @@ class CFG:
         return v_u + self.scale * (v_c - v_u)
 
 
-def _t_batch(t: torch.Tensor, b: int, like: torch.Tensor) -> torch.Tensor:
-    return t.to(device=like.device, dtype=like.dtype).expand(b).clone()
+def _grid(timesteps, x: torch.Tensor) -> torch.Tensor:
+    """A shared ``(K+1,)`` grid (strictly decreasing) or per-sample ``(B, K+1)`` grids (non-increasing: a sample
+    whose grid repeats a time stands still there), as float64 on ``x``'s device."""
+    grid = torch.as_tensor(timesteps, dtype=torch.float64)
+    if grid.ndim == 2:
+        if grid.shape[0] != x.shape[0] or grid.shape[1] < 2:
+            raise ValueError(f"per-sample grids must be (B={x.shape[0]}, K+1 >= 2), got {tuple(grid.shape)}")
+        if not bool((grid[:, :-1] >= grid[:, 1:]).all()) or grid.min() < 0 or grid.max() > 1:
+            raise ValueError("per-sample timesteps must be non-increasing and lie in [0, 1]")
+        return grid.to(x.device)
+    return as_grid(grid, device=x.device, dtype=torch.float64)
 
 
-@torch.no_grad()
 def euler_solve(model, noise: torch.Tensor, timesteps, cond: Conditioning, return_trajectory: bool = False,
-                progress=None):
-    """Integrate ``dx/dt = model(x, t, cond)`` with Euler from ``timesteps[0]`` to ``timesteps[-1]``.
+                progress=None, step=None, grad: bool = False):
+    """Integrate ``dx/dt = model(x, t, cond)`` from ``timesteps[0]`` to ``timesteps[-1]``: the library's one
+    Euler loop (teacher solves, student sampling, backward simulation, teacher segments all run through it).
 
-    ``noise`` is the state at ``timesteps[0]`` (pure noise when that is 1). Returns the final state
-    ``(B, C, H, W)``; with ``return_trajectory`` also the list of states at every grid time (first = input).
-    ``progress`` is an optional callable wrapping the step iterator (e.g. ``tqdm``).
+    ``noise`` ``(B, C, H, W)`` is the state at the first time (pure noise when that is 1). ``timesteps`` is one
+    decreasing grid ``(K+1,)`` or per-sample grids ``(B, K+1)`` (see :func:`_grid`). ``step(x, v, t, t_next)``
+    replaces the Euler update (e.g. re-noising, see :func:`student_sample`); ``t``/``t_next`` are ``(B,)``.
+    Returns the final state; with ``return_trajectory`` also the list of states at every grid time (first =
+    input). ``progress`` optionally wraps the step iterator (e.g. ``tqdm``). Runs without gradients unless
+    ``grad`` (and grad mode is on).
     """
-    grid = as_grid(timesteps, device=noise.device, dtype=torch.float64)
+    grid = _grid(timesteps, noise)
+    per_sample = grid.ndim == 2
     x, traj = noise, [noise]
-    steps = range(len(grid) - 1)
-    for i in progress(steps) if progress else steps:
-        t, t_next = grid[i], grid[i + 1]
-        v = model(x, _t_batch(t, x.shape[0], x), cond)
-        x = euler_step(x, v, t.to(x.dtype), t_next.to(x.dtype))
-        traj.append(x)
+    steps = range(grid.shape[-1] - 1)
+    with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
+        for i in progress(steps) if progress else steps:
+            if per_sample:
+                t, t_next = grid[:, i].to(x.dtype), grid[:, i + 1].to(x.dtype)
+            else:
+                t = grid[i].to(x.dtype).expand(x.shape[0]).clone()
+                t_next = grid[i + 1].to(x.dtype).expand(x.shape[0])
+            v = model(x, t, cond)
+            x = euler_step(x, v, t, t_next) if step is None else step(x, v, t, t_next)
+            traj.append(x)
     return (x, traj) if return_trajectory else x
 
 
@@ -92,20 +110,18 @@ def student_sample(model, noise: torch.Tensor, timesteps, cond: Conditioning, mo
 
     Returns ``x0``; with ``return_trajectory`` also ``(points, x0_estimates)`` where ``points[i]`` is the state
     at ``timesteps[i]`` (``points[0] = noise``) and ``x0_estimates[i]`` the x0 predicted at step i.
-    Not wrapped in ``no_grad``: callers choose (backward simulation wraps the prefix themselves).
+    Keeps gradients when grad mode is on: callers choose (backward simulation runs without).
     """
     if mode not in ("deterministic", "stochastic"):
         raise ValueError(f"mode must be 'deterministic' or 'stochastic', got {mode!r}")
-    grid = as_grid(timesteps, device=noise.device, dtype=torch.float64)
-    x, points, x0s = noise, [noise], []
-    for i in range(len(grid) - 1):
-        t, t_next = grid[i].to(x.dtype), grid[i + 1].to(x.dtype)
-        v = model(x, _t_batch(t, x.shape[0], x), cond)
+    x0s = []
+
+    def update(x, v, t, t_next):
         x0 = x0_from_v(x, v, t)
         x0s.append(x0)
-        if mode == "deterministic" or float(t_next) == 0.0:
-            x = euler_step(x, v, t, t_next)
-        else:
-            x = renoise(x0, t_next, generator=generator)
-        points.append(x)
+        if mode == "deterministic" or bool((t_next == 0).all()):
+            return euler_step(x, v, t, t_next)
+        return renoise(x0, t_next, generator=generator)
+
+    x, points = euler_solve(model, noise, timesteps, cond, return_trajectory=True, step=update, grad=True)
     return (x, points, x0s) if return_trajectory else x

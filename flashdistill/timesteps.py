@@ -15,6 +15,7 @@ import torch
 from .flow import shift_t
 
 __all__ = [
+    "draw_device",
     "student_grid",
     "Uniform",
     "LogitNormal",
@@ -24,6 +25,12 @@ __all__ = [
     "FlashMixture",
     "FLASH_MODE_WEIGHTS",
 ]
+
+
+def draw_device(generator: torch.Generator | None, device=None):
+    """Where a random draw must happen: on the generator's device when one is given (a CUDA generator only fills
+    CUDA tensors), else on ``device``. Callers move the result to ``device`` afterwards."""
+    return generator.device if generator is not None else device
 
 
 def student_grid(num_steps: int, t_max: float = 1.0, shift: float = 1.0) -> torch.Tensor:
@@ -46,7 +53,7 @@ class Uniform:
         self.t_min, self.t_max = t_min, t_max
 
     def __call__(self, batch_size: int, generator=None, device=None) -> torch.Tensor:
-        u = torch.rand(batch_size, generator=generator, device=device)
+        u = torch.rand(batch_size, generator=generator, device=draw_device(generator, device)).to(device)
         return self.t_min + (self.t_max - self.t_min) * u
 
 
@@ -57,7 +64,7 @@ class LogitNormal:
         self.mean, self.std = mean, std
 
     def __call__(self, batch_size: int, generator=None, device=None) -> torch.Tensor:
-        z = torch.randn(batch_size, generator=generator, device=device)
+        z = torch.randn(batch_size, generator=generator, device=draw_device(generator, device)).to(device)
         return torch.sigmoid(self.mean + self.std * z)
 
 
@@ -102,8 +109,9 @@ class GridSampler:
         self.grid, self.allowed = grid, torch.tensor(allowed)
 
     def __call__(self, batch_size: int, generator=None, device=None) -> torch.Tensor:
-        pick = torch.randint(len(self.allowed), (batch_size,), generator=generator)
-        return self.allowed[pick].to(device)
+        on = draw_device(generator, device)
+        pick = torch.randint(len(self.allowed), (batch_size,), generator=generator, device=on)
+        return self.allowed.to(on)[pick].to(device)
 
 
 # Flash Diffusion (arXiv 2406.02347): mode weights on t = 1/4, 1/2, 3/4, 1 per training phase. The first row is
@@ -156,5 +164,6 @@ class FlashMixture:
         self.probs = self.probs_for(phase)
 
     def __call__(self, batch_size: int, generator=None, device=None) -> torch.Tensor:
-        idx = torch.multinomial(self.probs.float(), batch_size, replacement=True, generator=generator)
-        return self.timesteps[idx].float().to(device)
+        on = draw_device(generator, device)
+        idx = torch.multinomial(self.probs.float().to(on), batch_size, replacement=True, generator=generator)
+        return self.timesteps.to(on)[idx].float().to(device)

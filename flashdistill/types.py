@@ -82,10 +82,11 @@ class Conditioning:
 
 @dataclass
 class LossOutput:
-    """Per-sample loss values ``(B,)`` plus scalar logs (floats) for progress bars and metrics."""
+    """Per-sample loss values ``(B,)`` plus scalar logs: detached 0-d tensors (or floats), left on their device so
+    that logging never forces a GPU sync per term; ``Run.log`` converts them once per metrics row."""
 
     loss: torch.Tensor
-    logs: dict[str, float] = field(default_factory=dict)
+    logs: dict[str, torch.Tensor | float] = field(default_factory=dict)
 
     def mean(self) -> torch.Tensor:
         return self.loss.mean()

@@ -1,13 +1,7 @@
-"""The error type of the data layer: its message names the file, line or item that is wrong."""
+"""The error types of the data layer (defined in :mod:`flashdistill.errors`, re-exported here)."""
 
 from __future__ import annotations
 
+from ..errors import DataError, SettingsMismatch
+
 __all__ = ["DataError", "SettingsMismatch"]
-
-
-class DataError(ValueError):
-    """Bad input data (empty prompt, unreadable image, mismatched shape, incomplete dataset...)."""
-
-
-class SettingsMismatch(DataError):
-    """A folder being resumed was started with other settings (or another teacher's weights)."""

@@ -25,7 +25,7 @@ def epoch_permutation(n: int, seed: int, epoch: int, shuffle: bool = True) -> to
     if not shuffle:
         return torch.arange(n)
     g = torch.Generator().manual_seed((seed * 1_000_003 + epoch) % (2**63 - 1))
-    return torch.randperm(n, generator=g)
+    return torch.randperm(n, generator=g, device="cpu")
 
 
 class _BatchSampler:

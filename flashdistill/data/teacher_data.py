@@ -13,12 +13,13 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
+from .. import seeds
 from ..config import ConfigError
-from ..pipelines.sample import guidance_of
+from ..pipelines.folders import guidance_of
 from .batch import collate
 from .cache import check_settings, write_sharded
 from .errors import DataError
-from .generate import GenerateConfig, settings_of, teacher_grid
+from .generate_config import GenerateConfig, settings_of, teacher_grid
 from .images import ImageCaptionDataset
 from .prompts import read_prompts
 
@@ -60,22 +61,18 @@ def load_teacher(model: str, dtype: torch.dtype):
         pipe = tiny_sd3_pipeline(seed=0)
         pipe.set_progress_bar_config(disable=True)
         return (pipe if dtype == torch.float32 else pipe.to(dtype=dtype)), {}
-    from ..pipelines.sample import load_pipeline, read_run_settings
+    from ..pipelines.folders import load_pipeline, read_run_settings, resolve_model
 
-    folder = Path(model)
-    if model == "sd3-nano":
-        from ..shapes.nano import teacher_path
-
-        folder = teacher_path()
+    folder = resolve_model(model)
     if not (folder / "model_index.json").is_file():
         raise ConfigError(f"'model': not a diffusers pipeline folder (no model_index.json): {folder}")
     return load_pipeline(folder, dtype=dtype), read_run_settings(folder)
 
 
 def sample_noise(k: int, seed: int, shape: tuple[int, ...]) -> torch.Tensor:
-    """The starting noise of sample ``k``: a function of ``(seed, k)`` only."""
-    g = torch.Generator().manual_seed((seed * 1_000_003 + k) % (2**63 - 1))
-    return torch.randn(shape, generator=g)
+    """The starting noise of training sample ``k``: a function of ``(seed, k)`` only, disjoint from every
+    evaluation noise by construction (:mod:`flashdistill.seeds`)."""
+    return seeds.sample_noise("data", seed, k, shape)
 
 
 def _write_png(path: Path, image: np.ndarray) -> None:
@@ -131,6 +128,7 @@ def write_dataset(cfg: GenerateConfig, pipe=None, progress: bool = True) -> Path
         "latent_shape": list(latent_shape),
         "teacher_grid": grid.tolist() if pairs is None else None,
         "model_weights": weights_fingerprint(pipe),
+        "noise_scheme": seeds.NOISE_SCHEME,
     }
     check_settings(out, settings_of(cfg, resolved))
     codec = LatentCodec(pipe.vae)

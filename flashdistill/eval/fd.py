@@ -120,7 +120,7 @@ def train_feature_net(out_path: str | Path = ASSET, steps: int = 1500, seed: int
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     gen = torch.Generator().manual_seed(seed)
     for step in range(steps):
-        idx = torch.randint(0, n_train, (batch_size,), generator=gen)
+        idx = torch.randint(0, n_train, (batch_size,), generator=gen, device="cpu")
         lp, lc, lq = net(x_all[idx])
         loss = (F.binary_cross_entropy_with_logits(lp, pairs[idx]) * 4 + F.cross_entropy(lc, counts[idx])
                 + F.binary_cross_entropy_with_logits(lq, quads[idx]))

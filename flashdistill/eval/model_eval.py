@@ -8,14 +8,19 @@ feature network is shipped) and the time per image. ``flashdistill eval`` is the
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["evaluate_images", "evaluate_model", "scores_json", "add_args", "run"]
+from .protocol import EVAL_SEEDS, bootstrap_ci, t_interval
+
+__all__ = ["evaluate_images", "evaluate_model", "evaluate_seeds", "scores_json", "add_args", "run"]
 
 
+@functools.lru_cache(maxsize=1)
 def _fd_judge():
     try:
         from .fd import FDJudge
@@ -23,6 +28,13 @@ def _fd_judge():
         return FDJudge()
     except (ImportError, FileNotFoundError):
         return None
+
+
+@functools.lru_cache(maxsize=2)
+def _reference(ref_size: int) -> np.ndarray:
+    from .fd import reference_images
+
+    return reference_images(ref_size, seed=1234)
 
 
 def scores_json(results: dict) -> str:
@@ -58,9 +70,7 @@ def evaluate_model(folder: str | Path | None, n_per_category: int = 16, steps: i
     fd = _fd_judge()
     ref = None
     if fd is not None:
-        from .fd import reference_images
-
-        ref = reference_images(ref_size, seed=1234)
+        ref = _reference(ref_size)
     result: dict = {"timesteps": setup.timesteps, "guidance_scale": setup.guidance_scale}
     images_out = {}
     seconds = []
@@ -76,13 +86,69 @@ def evaluate_model(folder: str | Path | None, n_per_category: int = 16, steps: i
     return result
 
 
+def _cells(result: dict) -> list[list[bool]]:
+    from ..shapes import CATEGORIES
+
+    correct, counts = result["correct"], result["counts"]
+    out, start = [], 0
+    for cat in CATEGORIES:  # the evaluation prompts are ordered by category
+        n = counts.get(cat, 0)
+        out.append(correct[start : start + n])
+        start += n
+    return out
+
+
+def evaluate_seeds(folder, seeds: Sequence[int] = EVAL_SEEDS, n_per_category: int = 16, steps=None, guidance=None,
+                   drop_t5: bool = False, splits=("train", "heldout"), pipe=None, batch_size: int = 64,
+                   progress: bool = False) -> dict:
+    """Judge one setting on every seed set; returns per split the protocol's summary (see :func:`summary_row`)
+    plus the per-seed results, ``seconds_per_image`` and the first seed set's train images (``images``)."""
+    from ..pipelines.folders import load_pipeline
+
+    if pipe is None:
+        pipe = load_pipeline(folder, drop_t5=drop_t5)
+    per_seed = {}
+    iterator = seeds
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(seeds, desc=f"eval {folder}", unit="seed set")
+    images = None
+    for s in iterator:
+        res = evaluate_model(folder, n_per_category, steps=steps, guidance=guidance, seed=s, drop_t5=drop_t5,
+                             splits=splits, pipe=pipe, batch_size=batch_size, return_images=images is None)
+        if images is None:
+            images = res.pop("images")["train" if "train" in splits else splits[0]]
+        per_seed[s] = res
+    first = per_seed[seeds[0]]
+    out = {"seeds": list(seeds), "n_per_category": n_per_category, "timesteps": first["timesteps"],
+           "guidance_scale": first["guidance_scale"],
+           "seconds_per_image": float(np.mean([r["seconds_per_image"] for r in per_seed.values()])),
+           "per_seed": {str(s): {sp: {k: v for k, v in r[sp].items() if k != "correct"} for sp in splits}
+                        for s, r in per_seed.items()}, "images": images}
+    for split in splits:
+        results = [per_seed[s][split] for s in seeds]
+        mean, lo, hi = bootstrap_ci([_cells(r) for r in results])
+        entry = {"shapes_eval": mean, "ci95": [lo, hi], "n_prompts": sum(len(r["correct"]) for r in results),
+                 "categories": {c: float(np.mean([r[c] for r in results if c in r]))
+                                for c in results[0]["counts"]}}
+        if all("fd" in r for r in results):
+            fd, fd_lo, fd_hi = t_interval([r["fd"] for r in results])
+            entry.update(fd=fd, fd_ci95=[fd_lo, fd_hi])
+            for key in ("precision", "recall"):
+                entry[key] = float(np.mean([r[key] for r in results]))
+        out[split] = entry
+    return out
+
+
 def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="teacher/student pipeline folder (default: shipped teacher)")
     parser.add_argument("--images", default=None, help="or: a folder of images with captions.jsonl (file, prompt)")
     parser.add_argument("--steps", type=int, default=None, help="Euler steps (default: the folder's own)")
     parser.add_argument("--guidance", type=float, default=None, help="CFG scale (default: the folder's own)")
     parser.add_argument("--n-per-category", type=int, default=16, help="prompts per category and split")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", default=",".join(map(str, EVAL_SEEDS)),
+                        help="evaluation seed sets (prompts + noises); scores are their mean with a 95%% interval")
     parser.add_argument("--no-t5", action="store_true", help="sample without the T5 text encoder")
     parser.add_argument("--json", default=None, help="write the scores to this JSON file")
 
@@ -108,14 +174,24 @@ def _images_folder(folder: Path) -> tuple[np.ndarray, list[str]]:
 
 
 def _table(rows: dict[str, dict]) -> str:
+    """Rows of :func:`~flashdistill.eval.protocol.evaluate_seeds` splits (or single image-folder scores)."""
     from ..shapes import CATEGORIES
 
-    head = "| split | overall | " + " | ".join(CATEGORIES) + " | FD |"
+    head = "| split | ShapesEval [95% CI] | " + " | ".join(CATEGORIES) + " | FD [95% CI] |"
     lines = [head, "|" + "---|" * (len(CATEGORIES) + 3)]
     for split, s in rows.items():
-        cells = [f"{s[c]:.3f}" if c in s else "–" for c in CATEGORIES]
-        fd = f"{s['fd']:.2f}" if "fd" in s else "–"
-        lines.append(f"| {split} | {s['overall']:.3f} | " + " | ".join(cells) + f" | {fd} |")
+        cats = s.get("categories", s)
+        cells = [f"{cats[c]:.3f}" if c in cats else "–" for c in CATEGORIES]
+        if "shapes_eval" in s:
+            overall = f"{s['shapes_eval']:.3f} [{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}]"
+        else:
+            overall = f"{s['overall']:.3f}"
+        fd = "–"
+        if "fd_ci95" in s:
+            fd = f"{s['fd']:.1f} [{s['fd_ci95'][0]:.1f}, {s['fd_ci95'][1]:.1f}]"
+        elif "fd" in s:
+            fd = f"{s['fd']:.2f}"
+        lines.append(f"| {split} | {overall} | " + " | ".join(cells) + f" | {fd} |")
     return "\n".join(lines)
 
 
@@ -127,13 +203,17 @@ def run(args) -> int:
         result = {"images": evaluate_images(images, [parse_caption(p) for p in prompts])}
         rows = {"images": result["images"]}
     else:
-        from ..shapes.nano import teacher_path
+        from ..pipelines.folders import resolve_model
+        from .protocol import parse_seeds
 
-        folder = args.model or teacher_path()
-        result = evaluate_model(folder, args.n_per_category, args.steps, args.guidance, args.seed, args.no_t5)
+        seeds = parse_seeds(args.seeds)
+        result = evaluate_seeds(resolve_model(args.model), seeds, args.n_per_category, args.steps, args.guidance,
+                                args.no_t5, progress=True)
+        result.pop("images")
         rows = {k: result[k] for k in ("train", "heldout")}
         print(f"timesteps {[round(t, 3) for t in result['timesteps']]}, guidance {result['guidance_scale']}, "
-              f"{result['seconds_per_image'] * 1000:.1f} ms/image")
+              f"{result['seconds_per_image'] * 1000:.1f} ms/image, seed sets {seeds} "
+              f"({result['train']['n_prompts']} train prompts)")
     print(_table(rows))
     if args.json:
         Path(args.json).write_text(scores_json({"result": result}))

@@ -65,8 +65,8 @@ class GeneratorAdvLoss:
         per_head = [_fold(self.term(acc(l)), num_levels) for l in fake_logits]
         loss = torch.stack(per_head).mean(0)
         logs = {
-            "adv_g/loss": loss.mean().item(),
-            "adv_g/fake_logit": torch.cat([l.detach().float() for l in fake_logits]).mean().item(),
+            "adv_g/loss": loss.mean().detach(),
+            "adv_g/fake_logit": torch.cat([l.detach().float() for l in fake_logits]).mean().detach(),
         }
         return LossOutput(loss, logs)
 
@@ -106,15 +106,15 @@ class DiscriminatorAdvLoss:
             head = _fold(t_real, num_levels) + _fold(t_fake, num_levels)
             per_head.append(head)
             hit = 0.5 * ((real > threshold).float().mean() + (fake < threshold).float().mean())
-            accs.append(hit.item())
-            logs[f"adv_d/head{k}"] = head.mean().item()
+            accs.append(hit.detach())
+            logs[f"adv_d/head{k}"] = head.mean().detach()
         loss = torch.stack(per_head).mean(0)
         logs.update(
             {
-                "adv_d/loss": loss.mean().item(),
-                "adv_d/real_logit": torch.cat([l.detach().float() for l in real_logits]).mean().item(),
-                "adv_d/fake_logit": torch.cat([l.detach().float() for l in fake_logits]).mean().item(),
-                "adv_d/acc": sum(accs) / len(accs),
+                "adv_d/loss": loss.mean().detach(),
+                "adv_d/real_logit": torch.cat([l.detach().float() for l in real_logits]).mean().detach(),
+                "adv_d/fake_logit": torch.cat([l.detach().float() for l in fake_logits]).mean().detach(),
+                "adv_d/acc": torch.stack(accs).mean(),
             }
         )
         return LossOutput(loss, logs)

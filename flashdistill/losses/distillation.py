@@ -54,4 +54,4 @@ class DistillationLoss:
         x0_teacher = x0_teacher.detach()
         x0_student = x0_from_v(x_t, student(x_t, t, cond), t)
         loss = (acc(x0_student) - acc(x0_teacher)).pow(2).flatten(1).mean(1)
-        return LossOutput(loss, {"distill/loss": loss.mean().item()})
+        return LossOutput(loss, {"distill/loss": loss.mean().detach()})

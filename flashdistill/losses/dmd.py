@@ -34,6 +34,7 @@ from __future__ import annotations
 import torch
 
 from ..flow import interpolate, x0_from_v
+from ..timesteps import draw_device
 from ..types import Conditioning, LossOutput
 from ._precision import acc
 
@@ -80,9 +81,8 @@ def renoised_point(
     """
     t = t_sampler(x0_student.shape[0], generator=generator, device=x0_student.device).to(x0_student.dtype)
     if noise is None:
-        noise = torch.randn(
-            x0_student.shape, generator=generator, device=x0_student.device, dtype=x0_student.dtype
-        )
+        noise = torch.randn(x0_student.shape, generator=generator, dtype=x0_student.dtype,
+                            device=draw_device(generator, x0_student.device)).to(x0_student.device)
     # stop-gradient: the noised point only feeds the frozen score networks.
     return interpolate(x0_student.detach(), noise, t), t
 
@@ -100,21 +100,21 @@ class DMDLoss:
 
     def __call__(
         self,
+        teacher,
+        proxy,
         x0_student: torch.Tensor,
         x_t: torch.Tensor,
         t,
         cond: Conditioning,
-        teacher,
-        proxy,
     ) -> LossOutput:
         """Per-sample loss ``(B,)``.
 
         Args:
+            teacher: real-score model, already CFG-wrapped, ``teacher(x_t, t, cond) -> v``.
+            proxy: fake-score model (no CFG), same convention.
             x0_student: the student's x0 estimate ``(B, C, H, W)``, carrying the generator's graph.
             x_t: the point where the scores are taken ``(B, C, H, W)`` (shared trajectory point or re-noised).
             t: its flow time, float or ``(B,)``.
-            teacher: real-score model, already CFG-wrapped, ``teacher(x_t, t, cond) -> v``.
-            proxy: fake-score model (no CFG), same convention.
         """
         t = torch.as_tensor(t, dtype=x_t.dtype, device=x_t.device)
         t = t.expand(x_t.shape[0]).clone() if t.ndim == 0 else t
@@ -131,10 +131,10 @@ class DMDLoss:
         target = (x0 - g).detach()
         loss = 0.5 * (x0 - target).pow(2).flatten(1).mean(1)
         logs = {
-            "dmd/loss": loss.mean().item(),
-            "dmd/normaliser": n.mean().item(),
-            "dmd/grad_abs": g.abs().mean().item(),
-            "dmd/real_fake_gap": (x0_fake - x0_real).abs().mean().item(),
-            "dmd/t": t.float().mean().item(),
+            "dmd/loss": loss.mean().detach(),
+            "dmd/normaliser": n.mean().detach(),
+            "dmd/grad_abs": g.abs().mean().detach(),
+            "dmd/real_fake_gap": (x0_fake - x0_real).abs().mean().detach(),
+            "dmd/t": t.float().mean().detach(),
         }
         return LossOutput(loss, logs)

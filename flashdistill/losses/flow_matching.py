@@ -12,6 +12,7 @@ from collections.abc import Callable
 import torch
 
 from ..flow import interpolate, velocity
+from ..timesteps import draw_device
 from ..types import Conditioning, LossOutput
 from ._precision import acc
 
@@ -52,9 +53,10 @@ class FlowMatchingLoss:
             t = self.t_sampler(b, generator=generator, device=x0.device)
         t = t.to(device=x0.device, dtype=x0.dtype)
         if noise is None:
-            noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+            noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype,
+                                device=draw_device(generator, x0.device)).to(x0.device)
         x_t = interpolate(x0, noise, t)
         v = model(x_t, t, cond)
         err = (acc(v) - acc(velocity(x0, noise))).pow(2).flatten(1).mean(1)
         loss = err if self.weighting is None else err * acc(self.weighting(t))
-        return LossOutput(loss, {"fm/loss": loss.mean().item(), "fm/mse": err.mean().item()})
+        return LossOutput(loss, {"fm/loss": loss.mean().detach(), "fm/mse": err.mean().detach()})

@@ -67,4 +67,4 @@ class GramLoss:
             g_s = gram_matrix(f_s, self.mode)
             per_block.append((g_s - g_t).pow(2).flatten(1).mean(1))
         loss = torch.stack(per_block).mean(0)
-        return LossOutput(loss, {"gram/loss": loss.mean().item()})
+        return LossOutput(loss, {"gram/loss": loss.mean().detach()})

@@ -5,11 +5,14 @@ point ``x_ti`` on the teacher's (CFG) trajectory, the student's Euler jump
 
     ``x̂_tj = x_ti + (t_j − t_i)·v_student(x_ti, t_i)``
 
-should land where the teacher's ODE solve over the same segment lands, ``x_tj``. The loss is written in
-position space; with ``normalise=True`` (default) it is divided by ``(t_i − t_j)²``, which makes it *exactly*
-the velocity-space MSE between ``v_student`` and the teacher's average velocity over the segment,
-``(x_tj − x_ti) / (t_j − t_i)``, so short and long segments contribute on the same scale. ``normalise=False``
-keeps the raw position-space MSE (long segments then weigh more).
+should land where the teacher's ODE solve over the same segment lands, ``x_tj``. The residual is written in
+position space, ``r = x̂_tj − x_tj``; ``weighting`` chooses how segments are weighed:
+
+* ``"equal"`` (default): ``mean r² / (t_i − t_j)²``, *exactly* the velocity-space MSE between ``v_student`` and the
+  teacher's average velocity over the segment ``(x_tj − x_ti) / (t_j − t_i)``: every segment on the same scale.
+* ``"t_i"``: Eq. 4 as the paper writes it, the residual multiplied by ``t_i``: ``mean (t_i·r)² / (t_i − t_j)²``,
+  so segments weigh ``∝ t_i²`` (on the 4-step grid: 16 : 9 : 4 : 1 from the noisiest down).
+* ``"position"``: the raw position-space ``mean r²`` (on a uniform grid only a constant times ``"equal"``).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import torch
 
 from ..flow import euler_step
+from ..sampling import euler_solve
 from ..types import Conditioning, LossOutput
 from ._precision import acc
 
@@ -40,25 +44,26 @@ def teacher_segment(
     """
     if substeps < 1:
         raise ValueError(f"substeps must be >= 1, got {substeps}")
-    t_i, t_j = _as_batch_t(t_i, x_ti), _as_batch_t(t_j, x_ti)
-    x = x_ti
-    for k in range(substeps):
-        t_a = t_i + (t_j - t_i) * (k / substeps)
-        t_b = t_i + (t_j - t_i) * ((k + 1) / substeps)
-        x = euler_step(x, teacher_cfg(x, t_a, cond), t_a, t_b)
-    return x
+    t_i, t_j = _as_batch_t(t_i, x_ti).double(), _as_batch_t(t_j, x_ti).double()
+    frac = torch.linspace(0.0, 1.0, substeps + 1, dtype=torch.float64, device=x_ti.device)
+    grids = t_i[:, None] + (t_j - t_i)[:, None] * frac[None]  # (B, substeps + 1), one sub-grid per sample
+    return euler_solve(teacher_cfg, x_ti, grids, cond)
 
 
 class TrajectoryLoss:
-    """Per-sample ``mean_{C,H,W}(x_ti + (t_j − t_i)·v_student(x_ti, t_i) − x_tj)² / (t_i − t_j)²`` (Eq. 4).
+    """Per-sample ``w · mean_{C,H,W}(x_ti + (t_j − t_i)·v_student(x_ti, t_i) − x_tj)²`` (Eq. 4).
 
     Args:
-        normalise: divide by ``(t_i − t_j)²`` (velocity-space MSE, segments comparable); ``False`` keeps the
-            position-space MSE.
+        weighting: ``"equal"`` (``w = 1/(t_i − t_j)²``, velocity-space MSE), ``"t_i"`` (``w = t_i²/(t_i − t_j)²``,
+            the paper's) or ``"position"`` (``w = 1``); see the module docstring.
     """
 
-    def __init__(self, normalise: bool = True):
-        self.normalise = normalise
+    WEIGHTINGS = ("equal", "t_i", "position")
+
+    def __init__(self, weighting: str = "equal"):
+        if weighting not in self.WEIGHTINGS:
+            raise ValueError(f"unknown trajectory weighting {weighting!r}; expected one of {self.WEIGHTINGS}")
+        self.weighting = weighting
 
     def __call__(
         self, student, x_ti: torch.Tensor, t_i, t_j, x_tj: torch.Tensor, cond: Conditioning
@@ -75,10 +80,13 @@ class TrajectoryLoss:
         jump = euler_step(acc(x_ti), acc(v), acc(t_i), acc(t_j))
         err = (jump - acc(x_tj)).pow(2).flatten(1).mean(1)
         dt2 = acc(t_i - t_j).pow(2)
-        loss = err / dt2 if self.normalise else err
+        if self.weighting == "position":
+            loss = err
+        else:
+            loss = err / dt2 * (acc(t_i).pow(2) if self.weighting == "t_i" else 1.0)
         logs = {
-            "tg/loss": loss.mean().item(),
-            "tg/pos_mse": err.mean().item(),
-            "tg/vel_mse": (err / dt2).mean().item(),
+            "tg/loss": loss.mean().detach(),
+            "tg/pos_mse": err.mean().detach(),
+            "tg/vel_mse": (err / dt2).mean().detach(),
         }
         return LossOutput(loss, logs)

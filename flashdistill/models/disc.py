@@ -124,8 +124,9 @@ class MultiHeadDisc(nn.Module):
         """
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"refresh probability must be in [0, 1], got {p}")
-        draws = torch.rand(self.num_heads, generator=generator)
-        chosen = [k for k in range(self.num_heads) if float(draws[k]) < p]
+        on = generator.device if generator is not None else None
+        draws = torch.rand(self.num_heads, generator=generator, device=on).tolist()
+        chosen = [k for k in range(self.num_heads) if draws[k] < p]
         for k in chosen:
             self.heads[k].reset_parameters(generator)
             if optimizer is not None:

@@ -51,7 +51,8 @@ class SD3Adapter(nn.Module):
         kwargs = {"scale": self.lora_scale} if self.lora_scale is not None else None
         v = self.transformer(
             hidden_states=x_t.to(dtype),
-            timestep=(t * 1000.0).to(dtype),  # diffusers' SD3 expects sigma·1000
+            # diffusers' SD3 expects sigma·1000, in fp32 as its own pipeline passes it (a bf16 cast rounds 750 to 752)
+            timestep=t * 1000.0,
             encoder_hidden_states=cond.prompt_embeds.to(device=x_t.device, dtype=dtype),
             pooled_projections=cond.pooled.to(device=x_t.device, dtype=dtype),
             joint_attention_kwargs=kwargs,
@@ -130,7 +131,8 @@ class SD3TextEncoder:
         parts.append((torch.cat([t5[:n], torch.zeros_like(t5[n:])]), None))
         dropped = []
         for (embeds, pooled), p in zip(parts, p_drop):
-            keep = (torch.rand(n, generator=generator) >= p).to(embeds.device)
+            draw_on = generator.device if generator is not None else embeds.device
+            keep = (torch.rand(n, generator=generator, device=draw_on) >= p).to(embeds.device)
             e = torch.where(keep[:, None, None], embeds[:n], embeds[n:])
             q = None if pooled is None else torch.where(keep[:, None], pooled[:n], pooled[n:])
             dropped.append((e, q))

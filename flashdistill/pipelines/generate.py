@@ -19,9 +19,10 @@ import torch
 from ..models.sd3 import SD3Adapter, SD3TextEncoder
 from ..models.vae import LatentCodec, to_uint8
 from ..sampling import CFG, euler_solve
-from .sample import guidance_of, load_pipeline, read_run_settings
+from ..seeds import sample_noise
+from .folders import guidance_of, load_pipeline, read_run_settings
 
-__all__ = ["SamplingSetup", "scheduler_sigmas", "generate_images", "load_setup"]
+__all__ = ["SamplingSetup", "scheduler_sigmas", "generate_images", "load_setup", "eval_noise"]
 
 
 @dataclass
@@ -57,8 +58,10 @@ def load_setup(folder: str | Path, steps: int | None = None, guidance: float | N
                          settings.get("max_sequence_length", 256), resolution)
 
 
-def _noise(k: int, seed: int, shape) -> torch.Tensor:
-    return torch.randn(shape, generator=torch.Generator().manual_seed((seed * 1_000_003 + k) % (2**63 - 1)))
+def eval_noise(k: int, seed: int, shape) -> torch.Tensor:
+    """The starting noise of evaluation image ``k`` of seed set ``seed``: never the noise of a training sample
+    (:mod:`flashdistill.seeds`)."""
+    return sample_noise("eval", seed, k, shape)
 
 
 @torch.no_grad()
@@ -76,7 +79,7 @@ def generate_images(setup: SamplingSetup, prompts: Sequence[str], seed: int = 0,
     starts = range(0, len(prompts), batch_size)
     for s in progress(starts) if progress else starts:
         chunk = list(prompts[s : s + batch_size])
-        noise = torch.stack([_noise(s + j, seed, shape) for j in range(len(chunk))]).to(device)
+        noise = torch.stack([eval_noise(s + j, seed, shape) for j in range(len(chunk))]).to(device)
         t0 = time.perf_counter()
         x0 = euler_solve(model, noise, setup.timesteps, text.encode(chunk))
         images = to_uint8(codec.decode(x0))

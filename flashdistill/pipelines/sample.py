@@ -7,13 +7,11 @@ resolution); those become the defaults here, so a 4-step student runs as 4 steps
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-__all__ = ["add_args", "run", "read_run_settings", "guidance_of", "load_pipeline", "RUN_SETTINGS_FILE"]
+from .folders import RUN_SETTINGS_FILE, guidance_of, load_pipeline, read_run_settings, resolve_model
 
-RUN_SETTINGS_FILE = "flashdistill.json"
-DEFAULT_GUIDANCE = 4.5  # for folders without a recorded CFG scale (plain diffusers folders)
+__all__ = ["add_args", "run", "read_run_settings", "guidance_of", "load_pipeline", "RUN_SETTINGS_FILE"]
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -27,45 +25,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="samples", help="output folder for PNGs")
 
 
-def guidance_of(settings: dict, override: float | None = None) -> float:
-    """The CFG scale to use: ``override`` if given, else the folder's recorded one (``read_run_settings``), else
-    ``DEFAULT_GUIDANCE``."""
-    return override if override is not None else settings.get("guidance_scale", DEFAULT_GUIDANCE)
-
-
-def read_run_settings(folder: str | Path) -> dict:
-    """The folder's ``flashdistill.json`` (empty dict for a plain diffusers folder)."""
-    path = Path(folder) / RUN_SETTINGS_FILE
-    if not path.exists():
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise SystemExit(f"{path}: not valid JSON ({err})") from err
-
-
-def load_pipeline(folder: str | Path, drop_t5: bool = False, dtype=None):
-    """Stock ``StableDiffusion3Pipeline.from_pretrained`` (offline), optionally without T5."""
-    import torch
-    import transformers
-    from diffusers import StableDiffusion3Pipeline
-    from diffusers.utils import logging as diffusers_logging
-
-    diffusers_logging.disable_progress_bar()  # per-component loading bars drown the job's own progress
-    transformers.utils.logging.disable_progress_bar()
-    folder = Path(folder)
-    if not (folder / "model_index.json").exists():
-        raise SystemExit(f"{folder}: not a diffusers pipeline folder (no model_index.json)")
-    kwargs = {"text_encoder_3": None, "tokenizer_3": None} if drop_t5 else {}
-    pipe = StableDiffusion3Pipeline.from_pretrained(folder, dtype=dtype or torch.float32, **kwargs)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
 def default_model() -> Path:
-    from ..shapes import nano
-
-    return nano.teacher_path()
+    return resolve_model(None)
 
 
 def run(args) -> int:

@@ -22,11 +22,11 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from ..config import dump_config, load_any_config, read_yaml
+    from ..config import ConfigError, dump_config, load_any_config, read_yaml
 
     name = read_yaml(args.config).get("recipe")
     if name not in RECIPES:
-        raise SystemExit(f"{args.config}: `recipe: {name}` is not one of {sorted(RECIPES)}")
+        raise ConfigError(f"{args.config}: `recipe: {name}` is not one of {sorted(RECIPES)}")
     module = importlib.import_module(RECIPES[name])
     overrides = list(args.overrides) + (["train.resume=true"] if args.resume else [])
     _, cfg = load_any_config(args.config, overrides)

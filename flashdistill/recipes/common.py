@@ -9,7 +9,6 @@ from pathlib import Path
 
 import torch
 
-from ..flow import euler_step
 from ..sampling import as_grid, euler_solve
 from ..types import Conditioning
 
@@ -81,19 +80,22 @@ def teacher_points(teacher, noise: torch.Tensor, teacher_grid: torch.Tensor, pos
 
 
 @torch.no_grad()
-def backward_simulate(student, noise: torch.Tensor, grid: torch.Tensor, step: int, cond: Conditioning,
-                      noisier: bool = False) -> torch.Tensor:
-    """Run the student (no gradients) from ``grid[0]`` down to ``grid[step]`` and return that point.
+def backward_simulate(student, noise: torch.Tensor, grid: torch.Tensor, stop, cond: Conditioning) -> torch.Tensor:
+    """Run the student (no gradients) from ``grid[0]`` down to ``grid[stop]`` and return that point.
 
-    ``noisier`` (the paper's warm-up) stops one grid point earlier, so the step at ``grid[step]`` is fed the
-    noisier sample ``x_{grid[step-1]}`` while being told ``grid[step]``.
+    ``stop`` is one grid index for the whole batch or a ``(B,)`` tensor of per-sample indices: each sample then
+    follows the grid to its own index and stands still after it (the Euler loop takes zero-length steps there).
+    The noisier warm-up is the caller's choice of ``stop`` (one index earlier).
     """
-    stop = max(step - 1, 0) if noisier else step
-    x = noise
-    for i in range(stop):
-        t = grid[i].to(x.dtype).expand(x.shape[0])
-        x = euler_step(x, student(x, t, cond), grid[i].to(x.dtype), grid[i + 1].to(x.dtype))
-    return x
+    grid = torch.as_tensor(grid, dtype=torch.float64)
+    if not torch.is_tensor(stop):
+        return euler_solve(student, noise, grid[: int(stop) + 1], cond) if int(stop) > 0 else noise
+    stop = stop.to("cpu", torch.long)
+    last = int(stop.max())
+    if last == 0:
+        return noise
+    cols = torch.minimum(torch.arange(last + 1)[None, :], stop[:, None])  # (B, last + 1)
+    return euler_solve(student, noise, grid.cpu()[cols], cond)
 
 
 def save_student(pipe, transformer: torch.nn.Module, out: str | Path, timesteps, settings: dict | None = None):

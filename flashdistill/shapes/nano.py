@@ -12,17 +12,15 @@ The trained teacher is shipped in ``flashdistill/assets/sd3-nano`` (``teacher_pa
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
+from ..assets_paths import ASSETS, teacher_path
 from ..models.tiny import SD3Spec, build_sd3_pipeline
 from . import world
 
 __all__ = ["MAX_SEQUENCE_LENGTH", "RESOLUTION", "shapes_vocabulary", "build_nano_pipeline",
            "teacher_path", "ASSETS"]
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
 MAX_SEQUENCE_LENGTH = 16  # T5 tokens; the student folders record it for stock diffusers users
 RESOLUTION = world.IMAGE_SIZE
 
@@ -51,13 +49,3 @@ def nano_spec() -> SD3Spec:
 def build_nano_pipeline(seed: int = 0):
     """A freshly initialised SD3-nano pipeline (random weights)."""
     return build_sd3_pipeline(nano_spec(), seed=seed)
-
-
-def teacher_path() -> Path:
-    """Folder of the shipped, trained SD3-nano teacher (a diffusers pipeline folder)."""
-    path = ASSETS / "sd3-nano"
-    if not (path / "model_index.json").exists():
-        raise FileNotFoundError(
-            f"the SD3-nano teacher is missing at {path}; regenerate it with "
-            "`flashdistill train-teacher --config configs/sd3_nano_teacher.yaml`")
-    return path

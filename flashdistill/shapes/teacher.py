@@ -23,10 +23,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..config import register_config
+from ..config import ConfigError, register_config
 from ..flow import interpolate, shift_t, velocity
 from ..models.sd3 import SD3Adapter, SD3TextEncoder
-from ..timesteps import LogitNormal
+from ..timesteps import LogitNormal, draw_device
 from ..training.configs import OptimConfig, TrainConfig
 
 __all__ = ["TeacherConfig", "NanoDenoiser", "train_vae", "train_dit", "trained_vae", "init_from_teacher",
@@ -90,7 +90,7 @@ class NanoDenoiser(nn.Module):
 
     def forward(self, x_t, t, prompts, p_drop, p_uncond, generator=None):
         n = len(prompts)
-        uncond = torch.rand(n, generator=generator) < p_uncond
+        uncond = torch.rand(n, generator=generator, device=draw_device(generator, "cpu")) < p_uncond
         prompts = ["" if u else p for p, u in zip(prompts, uncond.tolist())]
         cond = self.text.encode_with_dropout(prompts, p_drop, generator=generator)
         return SD3Adapter(self.transformer)(x_t, t, cond)
@@ -161,7 +161,7 @@ def train_dit(cfg: TeacherConfig, pipe, pool) -> None:
         with ema.swapped_into(slot.module):
             slot.module.eval()
             prompts = [p for p in st.sample_prompts for _ in range(4)]
-            noise = torch.randn(len(prompts), 4, 16, 16, generator=torch.Generator().manual_seed(0))
+            noise = torch.randn(len(prompts), 4, 16, 16, generator=torch.Generator().manual_seed(0), device="cpu")
             model = CFG(SD3Adapter(pipe.transformer), text.null(), st.guidance_scale)
             grid = shift_t(torch.linspace(1, 0, 26), st.shift)
             x0 = euler_solve(model, noise.to(run.device), grid, text.encode(prompts))
@@ -196,7 +196,7 @@ def trained_vae(cfg: TeacherConfig):
 
 def init_from_teacher(pipe, folder: str | Path) -> None:
     """Copy a trained SD3-nano teacher folder's transformer and text-encoder weights into ``pipe``."""
-    from ..pipelines.sample import load_pipeline
+    from ..pipelines.folders import load_pipeline
 
     src = load_pipeline(folder)
     for name in ("transformer", "text_encoder", "text_encoder_2", "text_encoder_3"):
@@ -270,6 +270,6 @@ def run(args) -> int:
         train_dit(cfg, pipe, pool)
     if "export" in cfg.stages:
         if not cfg.export_from:
-            raise SystemExit("stage export needs export_from=<dit checkpoint folder>")
+            raise ConfigError("stage export needs export_from=<dit checkpoint folder>")
         print(f"teacher written to {export_checkpoint(cfg, pipe, cfg.export_from)}")
     return 0

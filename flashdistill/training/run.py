@@ -35,6 +35,7 @@ from ..data.stream import BatchStream
 from .accel import enable_gradient_checkpointing, make_accelerator
 from .checkpoint import Checkpointer, atomic_write_text
 from .configs import OptimConfig, TrainConfig
+from .draws import GlobalDraws
 from .ema import EMA
 from .guard import NonFiniteGuard
 from .optim import build_adamw, build_schedule
@@ -110,12 +111,15 @@ class Run:
         *,
         parameters=None,
         gradient_checkpointing: bool | None = None,
+        max_updates: int | None = None,
     ) -> ModelSlot:
         """Register a trained model with its own AdamW (``parameters`` defaults to all trainable ones).
 
         ``gradient_checkpointing``: ``True`` requires support, ``None`` follows ``train.gradient_checkpointing``
         (applied where supported). Models are prepared by accelerate in registration order (DDP/FSDP
         wrapping, device, precision); register the same models in the same order when resuming.
+        ``max_updates`` sizes the lr schedule by this model's own optimiser steps (default ``train.max_steps``):
+        a model updated every k-th iteration takes ``ceil(max_steps / k)`` of them.
         """
         if name in self.slots or name in self.frozen:
             raise ValueError(f"a model named '{name}' is already registered")
@@ -128,7 +132,7 @@ class Run:
                 logger.info("gradient checkpointing: '%s' has no support for it, left as is", name)
         module.train()
         optimizer = build_adamw(parameters if parameters is not None else module.parameters(), optim)
-        scheduler = build_schedule(optimizer, optim, self.cfg.max_steps)
+        scheduler = build_schedule(optimizer, optim, max_updates or self.cfg.max_steps)
         model, optimizer = self.accelerator.prepare(module, optimizer)
         slot = ModelSlot(
             name, model, self.accelerator.unwrap_model(model), optimizer, scheduler, optim.max_grad_norm
@@ -170,6 +174,11 @@ class Run:
         """A checkpointed ``torch.Generator`` on this device (per process unless ``per_process=False``)."""
         seed = self.cfg.seed if seed is None else seed
         return self.state.generator(name, seed + (1_000_003 * self.rank if per_process else 0), self.device)
+
+    def draws(self, name: str, seed: int | None = None) -> GlobalDraws:
+        """Per-sample draws of the global batch from a generator every process shares (see :class:`GlobalDraws`):
+        N processes then draw what 1 process draws, and every shared decision agrees across ranks."""
+        return GlobalDraws(self.generator(name, seed, per_process=False), self.rank, self.world_size)
 
     def data_stream(self, name: str, dataset, batch_size: int, **kwargs) -> BatchStream:
         """A checkpointed :class:`BatchStream` of this process's share of global batches of ``batch_size``."""
@@ -247,7 +256,7 @@ class Run:
         if self.progress is not None:
             self.progress.advance(step)
 
-    def update(self, name: str, terms: dict[str, torch.Tensor]) -> dict[str, float]:
+    def update(self, name: str, terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor | float]:
         """One optimiser step of model ``name`` on the scalar loss ``Σ terms``; values are logged."""
         slot = self.slots[name]
         values = backward(self.accelerator, slot, terms)
@@ -270,7 +279,7 @@ class Run:
         """
         slot, k = self.slots[name], num_micro or self.cfg.gradient_accumulation
         micro, n = split_batch(batch, k), batch_size_of(batch)
-        totals: dict[str, float] = {}
+        totals: dict[str, torch.Tensor] = {}
         for i, mb in enumerate(micro):
             w = batch_size_of(mb) / n
             values = backward(self.accelerator, slot, compute(mb), scale=w, sync=i == len(micro) - 1)
@@ -280,21 +289,23 @@ class Run:
         self._record(name, totals, logs)
         return {**totals, **logs}
 
-    def _record(self, name: str, values: dict[str, float], logs: dict[str, float]) -> None:
+    def _record(self, name: str, values: dict, logs: dict[str, float]) -> None:
         for key, v in values.items():
             self._logs[f"{name}/{key}" if key in self._logs else key] = v
         self._logs.update(logs)
 
     def log(self, **values: float | torch.Tensor) -> None:
-        """Add scalar values to this step's metrics row (every process must log the same keys)."""
+        """Add scalar values to this step's metrics row (every process must log the same keys). Tensors are
+        kept detached on their device and converted once per written row (one sync, not one per value)."""
         for key, v in values.items():
-            self._logs[key] = float(v.detach().float().mean()) if isinstance(v, torch.Tensor) else float(v)
+            self._logs[key] = v.detach().float().mean() if isinstance(v, torch.Tensor) else float(v)
 
     def _write_logs(self, step: int) -> None:
         keys = sorted(self._logs)
         if not keys:
             return
-        values = torch.tensor([self._logs[k] for k in keys], dtype=torch.float64, device=self.device)
+        values = torch.stack([torch.as_tensor(self._logs[k], dtype=torch.float64, device=self.device).reshape(())
+                              for k in keys])
         if self.world_size > 1:
             values = self.accelerator.reduce(values, reduction="mean")
         if self.progress is not None:

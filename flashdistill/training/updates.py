@@ -66,7 +66,7 @@ def backward(
     terms: dict[str, torch.Tensor],
     scale: float = 1.0,
     sync: bool = True,
-) -> dict[str, float]:
+) -> dict[str, torch.Tensor]:
     """Back-propagate ``scale · Σ terms`` into ``slot``'s gradients; returns the unscaled term values.
 
     Terms must be scalars (reduce per-sample losses first). The first call after a step clears stale gradients
@@ -88,7 +88,9 @@ def backward(
     with context:
         accelerator.backward(total)
     slot.pending += 1
-    return {name: float(value.detach()) for name, value in terms.items()}
+    # detached tensors, not floats: converting here would sync a GPU once per term per step; the run reduces
+    # them once per metrics row
+    return {name: value.detach() for name, value in terms.items()}
 
 
 def _any_process(accelerator: Accelerator, flag: bool) -> bool:

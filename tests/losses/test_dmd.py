@@ -39,7 +39,7 @@ def test_gradient_equals_formula_with_timestep_sharing(gaussian, make_cond):
     x0, noise, t, teacher, proxy, cond = _setup(gaussian, make_cond)
     # Shared timestep: x_t hangs on the student's graph; the loss must cut it (gradient only through x0).
     x_t = interpolate(x0, noise, t)
-    out = DMDLoss()(x0, x_t, t, cond, teacher, proxy)
+    out = DMDLoss()(teacher, proxy, x0, x_t, t, cond)
     assert out.loss.shape == (3,) and out.loss.dtype == torch.float64
     out.loss.sum().backward()
     expected = _expected_grad(x0.detach(), x_t.detach(), t)
@@ -52,14 +52,14 @@ def test_gradient_equals_formula_with_renoising(gaussian, make_cond):
     x_t, t = renoised_point(x0, Uniform(0.02, 0.98), generator=torch.Generator().manual_seed(3), noise=noise)
     assert x_t.grad_fn is None and not x_t.requires_grad and t.shape == (3,)
     torch.testing.assert_close(x_t, interpolate(x0.detach(), noise, t))
-    DMDLoss()(x0, x_t, t, cond, teacher, proxy).loss.sum().backward()
+    DMDLoss()(teacher, proxy, x0, x_t, t, cond).loss.sum().backward()
     torch.testing.assert_close(x0.grad, _expected_grad(x0.detach(), x_t, t), rtol=1e-12, atol=1e-15)
 
 
 def test_unnormalised_gradient_and_mean_reduction(gaussian, make_cond):
     x0, noise, t, teacher, proxy, cond = _setup(gaussian, make_cond, seed=2)
     x_t = interpolate(x0.detach(), noise, t)
-    DMDLoss(normalise=False)(x0, x_t, t, cond, teacher, proxy).mean().backward()
+    DMDLoss(normalise=False)(teacher, proxy, x0, x_t, t, cond).mean().backward()
     # LossOutput.mean() averages over the batch too: g / (B·C·H·W), DMD2's F.mse_loss scale.
     expected = _expected_grad(x0.detach(), x_t, t, normalise=False) / SHAPE[0]
     torch.testing.assert_close(x0.grad, expected, rtol=1e-12, atol=1e-15)
@@ -68,7 +68,7 @@ def test_unnormalised_gradient_and_mean_reduction(gaussian, make_cond):
 def test_no_gradient_reaches_teacher_or_proxy(gaussian, make_cond):
     x0, noise, t, teacher, proxy, cond = _setup(gaussian, make_cond)
     x_t = interpolate(x0, noise, t)
-    DMDLoss()(x0, x_t, t, cond, teacher, proxy).loss.sum().backward()
+    DMDLoss()(teacher, proxy, x0, x_t, t, cond).loss.sum().backward()
     params = [*teacher.parameters(), *proxy.parameters()]
     assert all(p.requires_grad for p in params)
     assert all(p.grad is None for p in params)
@@ -78,7 +78,7 @@ def test_no_gradient_reaches_teacher_or_proxy(gaussian, make_cond):
 def test_identical_scores_give_zero_gradient(gaussian, make_cond):
     x0, noise, t, teacher, _, cond = _setup(gaussian, make_cond)
     x_t = interpolate(x0.detach(), noise, t)
-    DMDLoss()(x0, x_t, t, cond, teacher, gaussian(0.5, 0.7)).loss.sum().backward()
+    DMDLoss()(teacher, gaussian(0.5, 0.7), x0, x_t, t, cond).loss.sum().backward()
     assert x0.grad.abs().max() == 0
 
 
@@ -101,7 +101,7 @@ def test_bf16_end_to_end(gaussian, make_cond):
     x0, noise, t, teacher, proxy, _ = _setup(gaussian, make_cond)
     x0_bf = x0.detach().to(torch.bfloat16).requires_grad_(True)
     x_t = interpolate(x0_bf.detach(), noise.to(torch.bfloat16), t.to(torch.bfloat16))
-    out = DMDLoss()(x0_bf, x_t, t.to(torch.bfloat16), make_cond(3, torch.bfloat16), teacher, proxy)
+    out = DMDLoss()(teacher, proxy, x0_bf, x_t, t.to(torch.bfloat16), make_cond(3, torch.bfloat16))
     assert out.loss.dtype == torch.float32
     out.loss.sum().backward()
     assert x0_bf.grad.dtype == torch.bfloat16
@@ -128,8 +128,8 @@ def test_normaliser_epsilon_guards_division():
 def test_scalar_t_is_broadcast(gaussian, make_cond):
     x0, noise, _, teacher, proxy, cond = _setup(gaussian, make_cond)
     x_t = interpolate(x0.detach(), noise, 0.5)
-    a = DMDLoss()(x0, x_t, 0.5, cond, teacher, proxy).loss
-    b = DMDLoss()(x0, x_t, torch.full((3,), 0.5, dtype=torch.float64), cond, teacher, proxy).loss
+    a = DMDLoss()(teacher, proxy, x0, x_t, 0.5, cond).loss
+    b = DMDLoss()(teacher, proxy, x0, x_t, torch.full((3,), 0.5, dtype=torch.float64), cond).loss
     torch.testing.assert_close(a, b)
 
 
@@ -149,7 +149,7 @@ def test_descent_moves_the_student_distribution_to_the_teacher(gaussian, make_co
         x_t, t = renoised_point(x0, Uniform(0.02, 0.98), generator=g)
         proxy = gaussian(m.item(), 1.0)
         m.grad = None
-        loss(x0, x_t, t, make_cond(64), teacher, proxy).mean().backward()
+        loss(teacher, proxy, x0, x_t, t, make_cond(64)).mean().backward()
         with torch.no_grad():
             m -= 0.1 * m.grad
     assert abs(m.item() - 0.5) < 0.05  # starts 1.5 away

@@ -64,8 +64,10 @@ def test_normalised_loss_is_velocity_mse(gaussian, make_cond):
     t_i = torch.tensor([1.0, 0.75, 0.5, 0.75], dtype=torch.float64)
     t_j = torch.tensor([0.75, 0.5, 0.0, 0.25], dtype=torch.float64)
     x_tj = teacher_segment(teacher, x_ti, t_i, t_j, cond, substeps=8)
-    norm = TrajectoryLoss(normalise=True)(student, x_ti, t_i, t_j, x_tj, cond)
-    raw = TrajectoryLoss(normalise=False)(student, x_ti, t_i, t_j, x_tj, cond)
+    norm = TrajectoryLoss("equal")(student, x_ti, t_i, t_j, x_tj, cond)
+    raw = TrajectoryLoss("position")(student, x_ti, t_i, t_j, x_tj, cond)
+    paper = TrajectoryLoss("t_i")(student, x_ti, t_i, t_j, x_tj, cond)
+    torch.testing.assert_close(paper.loss, norm.loss * torch.as_tensor(t_i, dtype=norm.loss.dtype) ** 2)
     with torch.no_grad():
         v_avg = (x_tj - x_ti) / (t_j - t_i).reshape(-1, 1, 1, 1)
         vel_mse = (student(x_ti, t_i, cond) - v_avg).pow(2).mean(dim=(1, 2, 3))

@@ -1,0 +1,248 @@
+"""SD3.5-Flash stage 2: distribution matching with timestep sharing + the multi-head adversarial objective.
+
+Each iteration draws (for the global batch, from generators all processes share) the student step ``i`` to train,
+backward-simulates the student without gradients from noise to ``x_{t_i}`` (during the noisier warm-up: to the
+point one grid step earlier, still labelled ``t_i``), and then:
+
+1. every ``proxy_updates``-th iteration, :func:`generator_step` trains the student on
+   - DMD with **timestep sharing**: the teacher (CFG) and proxy scores are taken at the student's own landing
+     point ``x_{t_{i+1}}`` and the noise level it really has; the last step, landing at t = 0, has no shared
+     timestep and gets no DMD term (``timestep_sharing: false`` re-noises the x0 estimate to a random t instead);
+   - the adversarial term: the proxy's image tokens at ``disc_blocks`` for samples noised to ``disc_t_star`` feed
+     the discriminator heads;
+   - the gram loss (2-step student): gram matrices of teacher features of the student sample and of the teacher
+     sample of the same prompt and noise (``student_noise: data``);
+2. :func:`proxy_step`: flow matching of the proxy on the detached student samples;
+3. :func:`disc_step`: the heads on real (teacher) vs fake (student) features; each head is re-initialised with
+   probability ``disc_refresh`` (the same heads on every process: the refresh generator is shared).
+
+Every process runs the same updates with the same terms in the same order whatever it drew (a step index is
+either shared or per sample with masks, never a per-rank branch), so DDP's all-reduces always pair up.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ..flow import euler_step, interpolate, x0_from_v
+from ..losses import DiscriminatorAdvLoss, DMDLoss, FlowMatchingLoss, GeneratorAdvLoss, GramLoss
+from ..models.disc import MultiHeadDisc, disc_features
+from ..models.sd3 import SD3Adapter
+from ..pipelines.folders import guidance_of
+from ..sampling import CFG
+from ..timesteps import GridSampler, student_grid
+from ..training.updates import ModelSlot, frozen
+from ..types import Conditioning
+from . import common
+from .sd35_flash_parts import add_student, build, draw_steps, finish, preview
+
+__all__ = ["Parts", "distribution_matching", "generator_step", "proxy_step", "disc_step"]
+
+
+@dataclass
+class Parts:
+    """Everything stage 2 trains or calls, built once by :func:`setup`."""
+
+    cfg: object  # SD35FlashConfig
+    run: object  # training.Run
+    grid: torch.Tensor  # (K+1,) float64 on the CPU (indexing); moved per use
+    teacher: CFG  # real score: the frozen teacher with CFG
+    teacher_plain: SD3Adapter  # the frozen teacher without CFG (gram features)
+    student: ModelSlot
+    proxy: ModelSlot  # fake score, trained by flow matching on student samples
+    disc: ModelSlot | None  # discriminator heads (None when adv_weight = 0)
+    draws: object  # training.draws.GlobalDraws
+    refresh_gen: torch.Generator  # shared by all processes: the same heads are refreshed everywhere
+    sampler: GridSampler  # the student steps this run trains
+
+    @property
+    def device(self) -> torch.device:
+        return self.run.device
+
+
+def _trained_steps(cfg, grid: torch.Tensor) -> GridSampler:
+    """Steps with a training signal: with timestep sharing and neither an adversarial nor a gram term, the last
+    step (landing at t = 0) has none and is not drawn (the paper trains "i ∈ [2, 4]" of 4 by DMD)."""
+    sampler = GridSampler(grid, tuple(cfg.step_range) if cfg.step_range else None)
+    if cfg.timestep_sharing and cfg.adv_weight == 0 and cfg.gram_weight == 0:
+        kept = [i for i in sampler.allowed.tolist() if float(grid[i + 1]) > 0]
+        if not kept:
+            raise ValueError(f"step_range {cfg.step_range}: its only step lands at t = 0, where timestep sharing "
+                             "has no DMD term and adv_weight = 0 leaves nothing to train it")
+        sampler = GridSampler(grid, steps=kept)
+    return sampler
+
+
+def setup(cfg):
+    from ..training.run import Run
+
+    pipe, settings, teacher_net, student_net = build(cfg)
+    data = common.open_dataset(cfg.data)
+    if cfg.student_noise == "data" and "noise" not in data.fields:
+        raise ValueError(f"data {cfg.data}: student_noise: data needs the teacher's stored noise (field 'noise')")
+    grid = student_grid(cfg.num_steps)
+    run = Run(cfg.train, config=cfg)
+    teacher_net = run.add_frozen("teacher", teacher_net)
+    teacher = CFG(SD3Adapter(teacher_net), data.null_cond().to(run.device), guidance_of(settings, cfg.guidance_scale))
+    student, ema = add_student(run, cfg, student_net, math.ceil(cfg.train.max_steps / cfg.proxy_updates))
+    proxy = run.add_model("proxy", common.copy_transformer(teacher_net), cfg.proxy_optim)
+    disc = None
+    if cfg.adv_weight > 0:
+        width = teacher_net.config.num_attention_heads * teacher_net.config.attention_head_dim
+        heads = MultiHeadDisc(width, len(cfg.disc_blocks), hidden=cfg.disc_hidden,
+                              generator=torch.Generator(device="cpu").manual_seed(cfg.seed))
+        disc = run.add_model("disc", heads, cfg.disc_optim)
+    parts = Parts(cfg, run, grid, teacher, SD3Adapter(teacher_net), student, proxy, disc,
+                  run.draws("draws", cfg.seed), run.generator("refresh", cfg.seed + 1, per_process=False),
+                  _trained_steps(cfg, grid))
+    return parts, pipe, settings, data, ema
+
+
+# ------------------------------------------------------------------------------------------- one iteration
+def draw_iteration(parts: Parts, batch: dict, it: int) -> dict:
+    """This process's share of the iteration's randomness, batch dimension first (micro-batches split it).
+    The same draws are made on every iteration, whichever updates run, so the shared sequence never forks."""
+    cfg, d, dev = parts.cfg, parts.draws, parts.device
+    x0 = batch["latents"]
+    b, shape = x0.shape[0], tuple(x0.shape[1:])
+    i = draw_steps(cfg, parts.sampler, d, b)
+    start = (i - 1).clamp_min(0) if it <= cfg.warmup_noisier else i  # noisier warm-up: one grid point earlier
+    t_label, t_next, t_start = parts.grid[i], parts.grid[i + 1], parts.grid[start]
+    # where the landing point really is: the input's true level plus the step the student was told to take
+    t_score = t_next if cfg.warmup_score_at == "label" else (t_start + (t_next - t_label)).clamp_min(0.0)
+    out = {"latents": x0.to(dev), "cond": batch["cond"].to(dev), "i": i, "start": start,
+           "t_label": t_label.float().to(dev), "t_next": t_next.float().to(dev), "t_score": t_score.float().to(dev)}
+    out["noise"] = (batch["noise"] if cfg.student_noise == "data" else d.randn((b, *shape))).to(dev)
+    if not cfg.timestep_sharing:
+        lo, hi = cfg.renoise_t_range
+        out["renoise_t"] = (lo + (hi - lo) * d.rand(b)).to(dev)
+        out["renoise_noise"] = d.randn((b, *shape)).to(dev)
+    levels = len(cfg.disc_t_star)
+    if parts.disc is not None:
+        out["d_noise_g"] = d.randn((levels, b, *shape), batch_dim=1).transpose(0, 1).to(dev)  # (B, L, ...)
+    if cfg.gram_weight > 0:
+        out["g_noise"] = d.randn((b, *shape)).to(dev)
+    lo, hi = cfg.proxy_t_range
+    out["fm_t"], out["fm_noise"] = (lo + (hi - lo) * d.rand(b)).to(dev), d.randn((b, *shape)).to(dev)
+    if parts.disc is not None:
+        out["d_noise_d"] = d.randn((levels, b, *shape), batch_dim=1).transpose(0, 1).to(dev)
+    return out
+
+
+def _level_major(noise: torch.Tensor) -> torch.Tensor:
+    """``(B, L, C, H, W)`` -> ``(L·B, C, H, W)``, the layout of :func:`disc_features`."""
+    return noise.transpose(0, 1).reshape(-1, *noise.shape[2:])
+
+
+def student_point(parts: Parts, mb: dict) -> torch.Tensor:
+    """The backward-simulated input of the trained step (no gradients), ``(B, C, H, W)``."""
+    student = SD3Adapter(parts.student.module)
+    stop = mb["start"] if not parts.cfg.steps_per_batch else int(mb["start"][0])
+    return common.backward_simulate(student, mb["noise"], parts.grid, stop, mb["cond"])
+
+
+def generator_step(parts: Parts, mb: dict, fakes: list) -> dict[str, torch.Tensor]:
+    """The student's loss terms on one micro-batch (SD3.5-Flash §3: DMD with timestep sharing, adversarial, gram);
+    appends the detached x0 estimates to ``fakes`` for the proxy and discriminator."""
+    cfg, run = parts.cfg, parts.run
+    cond, t, t_next = mb["cond"], mb["t_label"], mb["t_next"]
+    x = student_point(parts, mb)
+    v = SD3Adapter(parts.student.model)(x, t, cond)  # the one step with gradients
+    x0_s = x0_from_v(x, v, t)  # the student's x0 estimate at this step
+    fakes.append(x0_s.detach())
+    terms = {}
+    proxy = SD3Adapter(parts.proxy.module)  # bare modules: fixed functions inside the student's update
+    with frozen(parts.proxy.module, *([parts.disc.module] if parts.disc else [])):
+        if cfg.dmd_weight > 0:
+            if cfg.timestep_sharing:
+                x_t, t_s = euler_step(x, v, t, t_next), mb["t_score"]  # the student's own landing point
+                mask = (t_s > 0).to(x0_s.dtype)  # landing at t = 0: no shared timestep, no DMD term
+            else:
+                x_t, t_s = interpolate(x0_s.detach(), mb["renoise_noise"], mb["renoise_t"]), mb["renoise_t"]
+                mask = torch.ones_like(t_s)
+            # one step for the whole batch landing at 0 (the same on every process): skip the wasted scores
+            if not (cfg.timestep_sharing and cfg.steps_per_batch and float(mb["t_score"][0]) <= 0):
+                out = DMDLoss(normalise=cfg.dmd_normaliser == "mean_abs")(parts.teacher, proxy, x0_s, x_t, t_s, cond)
+                terms["dmd"] = cfg.dmd_weight * (out.loss * mask).mean()  # masked samples count as 0
+                run.log(**out.logs)
+        if parts.disc is not None:
+            feats = disc_features(proxy, x0_s, cfg.disc_t_star, cond, cfg.disc_blocks, _level_major(mb["d_noise_g"]))
+            out = GeneratorAdvLoss(cfg.adv_loss)(parts.disc.module(feats), num_levels=len(cfg.disc_t_star))
+            terms["adv"] = cfg.adv_weight * out.loss.mean()
+        if cfg.gram_weight > 0:
+            t_g = torch.full_like(t, cfg.gram_t)
+            f_s = parts.teacher_plain.features(interpolate(x0_s, mb["g_noise"], t_g), t_g, cond, cfg.gram_blocks)
+            with torch.no_grad():  # the teacher sample of the same prompt and noise is the target
+                f_t = parts.teacher_plain.features(interpolate(mb["latents"], mb["g_noise"], t_g), t_g, cond,
+                                                   cfg.gram_blocks)
+            terms["gram"] = cfg.gram_weight * GramLoss()(f_s, f_t).loss.mean()
+    return terms
+
+
+@torch.no_grad()
+def student_samples(parts: Parts, mb: dict) -> torch.Tensor:
+    """The student's x0 estimate at the drawn step without gradients (iterations without a generator update)."""
+    x = student_point(parts, mb)
+    return x0_from_v(x, SD3Adapter(parts.student.module)(x, mb["t_label"], mb["cond"]), mb["t_label"])
+
+
+def proxy_step(parts: Parts, mb: dict) -> dict[str, torch.Tensor]:
+    """Flow matching of the proxy on detached student samples (the fake score tracks the student)."""
+    out = FlowMatchingLoss(None)(SD3Adapter(parts.proxy.model), mb["fake"], mb["cond"], noise=mb["fm_noise"],
+                                 t=mb["fm_t"])
+    parts.run.log(**out.logs)
+    return {"fm": out.loss.mean()}
+
+
+def disc_step(parts: Parts, mb: dict) -> dict[str, torch.Tensor]:
+    """The heads on real (teacher) vs fake (student) proxy features; real and fake of a level share the noise."""
+    cfg = parts.cfg
+    real, fake, cond = mb["latents"], mb["fake"], mb["cond"]
+    b, levels = real.shape[0], len(cfg.disc_t_star)
+    noise = _level_major(mb["d_noise_d"])  # (L·B, ...)
+    paired = noise.view(levels, 1, b, *real.shape[1:]).expand(levels, 2, b, *real.shape[1:])
+    with torch.no_grad():  # real and fake through the proxy in one call, the heads in one forward (DDP-safe)
+        feats = disc_features(SD3Adapter(parts.proxy.module), torch.cat([real, fake]), cfg.disc_t_star,
+                              Conditioning.cat([cond, cond]), cfg.disc_blocks,
+                              paired.reshape(levels * 2 * b, *real.shape[1:]))
+    logits = [lg.view(levels, 2, b) for lg in parts.disc.model(feats)]
+    out = DiscriminatorAdvLoss(cfg.adv_loss)([lg[:, 0].reshape(-1) for lg in logits],
+                                             [lg[:, 1].reshape(-1) for lg in logits], num_levels=levels)
+    parts.run.log(**{k: v for k, v in out.logs.items() if "/head" not in k})
+    return {"disc": out.loss.mean()}
+
+
+def distribution_matching(cfg) -> None:
+    """Stage 2: DMD with timestep sharing + multi-head adversarial objective (+ gram for 2 steps)."""
+    parts, pipe, settings, data, ema = setup(cfg)
+    run = parts.run
+    stream = run.data_stream("data", data, batch_size=cfg.batch_size)
+    preview(run, pipe, data, SD3Adapter(parts.student.module), parts.grid)
+    gen_logs: dict = {}
+    for it in run.steps():
+        mb = draw_iteration(parts, next(stream), it)
+        if (it - 1) % cfg.proxy_updates == 0:
+            fakes: list[torch.Tensor] = []
+            gen_logs = run.update_accumulated("student", lambda m, out=fakes: generator_step(parts, m, out), mb)
+            mb["fake"] = torch.cat(fakes)
+        else:
+            mb["fake"] = torch.cat([student_samples(parts, m) for m in _micro(run, mb)])
+        run.update_accumulated("proxy", lambda m: proxy_step(parts, m), mb)
+        if parts.disc is not None:
+            run.update_accumulated("disc", lambda m: disc_step(parts, m), mb)
+            if cfg.disc_refresh > 0:
+                refreshed = parts.disc.module.refresh(cfg.disc_refresh, parts.refresh_gen, parts.disc.optimizer)
+                run.state.counters["head_refreshes"] = run.state.counters.get("head_refreshes", 0) + len(refreshed)
+        # the latest generator values on every row (so they survive any log.every); the same keys on every rank
+        run.log(step_index=mb["i"].float().mean(), head_refreshes=run.state.counters.get("head_refreshes", 0),
+                **gen_logs)
+    finish(run, cfg, pipe, parts.student.module, parts.grid, settings, data, ema)
+
+
+def _micro(run, mb: dict) -> list[dict]:
+    from ..data.batch import split_batch
+
+    return split_batch(mb, run.cfg.gradient_accumulation)

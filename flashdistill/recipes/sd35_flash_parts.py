@@ -1,0 +1,94 @@
+"""Pieces both SD3.5-Flash stages build the same way (see :mod:`flashdistill.recipes.sd35_flash`): the teacher and
+student, the student's step draws, its registration with an EMA, the preview grid, and the finished folder."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from ..seeds import sample_noise
+from ..timesteps import GridSampler
+from . import common
+
+__all__ = ["build", "draw_steps", "add_student", "branch_divergence", "finish", "preview"]
+
+
+def build(cfg):
+    """``(pipe, folder_settings, teacher_net, student_net)``: the teacher pipeline and a student copy."""
+    pipe, settings = common.load_teacher_pipeline(cfg.teacher)
+    teacher_net = pipe.transformer.requires_grad_(False).eval()
+    student_net = (common.load_student_transformer(cfg.init_student, teacher_net) if cfg.init_student
+                   else common.copy_transformer(teacher_net))
+    return pipe, settings, teacher_net, student_net
+
+
+def draw_steps(cfg, sampler: GridSampler, draws, b: int) -> torch.Tensor:
+    """Student step indices ``(b,)`` (CPU long): one shared draw per global batch, or one per sample."""
+    allowed = sampler.allowed
+    if cfg.steps_per_batch:
+        return allowed[draws.shared_randint(len(allowed))].expand(b).clone()
+    return allowed[draws.randint(len(allowed), b).cpu()]
+
+
+def add_student(run, cfg, student_net, updates: int):
+    """Register the student (lr schedule sized by its own ``updates``) and its EMA; keep the start weights when
+    an EMA is exported, to report how far the export moved (:func:`finish`)."""
+    slot = run.add_model("student", student_net, cfg.student_optim, max_updates=updates)
+    ema = None
+    if cfg.ema_decay:
+        ema = run.add_ema("student_ema", of="student", decay=cfg.ema_decay, warmup=cfg.ema_warmup)
+        ema.start = {k: v.detach().to("cpu", copy=True) for k, v in slot.module.state_dict().items()}
+    return slot, ema
+
+
+def branch_divergence(start: dict, live: dict, export: dict) -> dict:
+    """``export_vs_live = ‖w_export − w_start‖ / ‖w_live − w_start‖`` (1: the EMA moved as far as the weights; ≈0:
+    the export is still the start) and ``live_moved = ‖w_live − w_start‖ / ‖w_start‖``."""
+    def dist(a, b):
+        return sum(float((a[k].double().cpu() - b[k].double().cpu()).pow(2).sum()) for k in a) ** 0.5
+    norm = sum(float(v.double().pow(2).sum()) for v in start.values()) ** 0.5
+    live_d = dist(live, start)
+    return {"export_vs_live": dist(export, start) / live_d if live_d > 0 else 0.0,
+            "live_moved": live_d / norm if norm > 0 else 0.0}
+
+
+def finish(run, cfg, pipe, student_net, grid, settings, data, ema=None) -> None:
+    """Write the student folder (the EMA's weights when one is kept), on the main process."""
+    if not run.is_main:
+        return
+    net = copy.deepcopy(student_net)
+    extra = {"recipe": "sd35_flash", "stage": cfg.stage}
+    if ema is not None:
+        ema.copy_to(net)
+        extra["branch_divergence"] = branch_divergence(ema.start, student_net.state_dict(), net.state_dict())
+        extra["student_updates"] = ema.num_updates
+    # the T5 length and resolution the student was trained with (the data's, else the teacher folder's)
+    for key in ("max_sequence_length", "resolution"):
+        value = data.meta.get(key) or settings.get(key)
+        if value:
+            extra[key] = value
+    common.save_student(pipe, net.eval(), cfg.out, grid.tolist(), extra)
+    print(f"student written to {cfg.out}" + (f" (EMA; divergence {extra['branch_divergence']})" if ema else ""))
+
+
+def preview(run, pipe, data, student, grid) -> None:
+    """Register a callback drawing the student's samples for 8 fixed dataset prompts (``log.samples_every``)."""
+    from ..data.batch import collate
+    from ..models.vae import LatentCodec
+    from ..sampling import student_sample
+
+    items = [data[i] for i in range(min(8, len(data)))]
+    if not items:
+        return
+    cond = collate([it["cond"] for it in items])
+    codec = LatentCodec(pipe.vae.to(run.device))
+
+    def draw(step: int):
+        shape = items[0]["latents"].shape
+        noise = torch.stack([sample_noise("preview", 0, k, shape) for k in range(len(items))]).to(run.device)
+        with torch.no_grad():
+            x0 = student_sample(student, noise, grid.to(run.device), cond.to(run.device))
+        return (codec.decode(x0) + 1) / 2
+
+    run.on_samples(draw)
