@@ -13,6 +13,7 @@ and writes the table, a comparison grid and loss curves.
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -44,6 +45,9 @@ def main() -> int:
     ap.add_argument("--n-per-category", type=int, default=16)
     ap.add_argument("--results", default="docs/results")
     ap.add_argument("--teacher", default=None, help="teacher folder (default: the shipped SD3-nano)")
+    ap.add_argument("--split-iters", type=int, default=None, help="iterations per split branch (default: --iters)")
+    ap.add_argument("--seeds", default="1,2,3,4", help="evaluation seed sets (disjoint from the merge's selection 0)")
+    ap.add_argument("--train-only", action="store_true", help="train every model, then stop (no evaluation)")
     args = ap.parse_args()
     w = ROOT / args.work
     w.mkdir(parents=True, exist_ok=True)
@@ -59,13 +63,14 @@ def main() -> int:
     stage("nano_dmd.yaml", w / "s2", s2 + [f"train.run_dir={w}/run_s2"])
     stage("nano_2step.yaml", w / "two", d + [f"train.max_steps={it}", f"init_student={w / 's2'}",
                                              f"train.run_dir={w}/run_two"])
-    half = str(max(args.iters // 2, 1))
+    # split-timestep branches: each updates the student every 2nd iteration (nano_split_*.yaml) for as many iterations
+    # as stage 2, so the EMA (decay 0.99 with warm-up) has really moved; flashdistill.json records the divergence
     for part in ("low", "high"):
-        stage(f"nano_split_{part}.yaml", w / f"split_{part}", d + [f"train.max_steps={half}",
+        stage(f"nano_split_{part}.yaml", w / f"split_{part}", d + [f"train.max_steps={args.split_iters or it}",
               f"init_student={w / 's2'}", f"train.run_dir={w}/run_split_{part}"])
-    if not (w / "split" / "flashdistill.json").exists():
+    if not (w / "split" / "flashdistill.json").exists():  # ratio chosen on selection seed set 0, reported on 1-4
         sh(FD + ["merge", "--low", w / "split_low", "--high", w / "split_high", "--out", w / "split",
-                 "--n-per-category", str(args.n_per_category)])
+                 "--n-per-category", str(args.n_per_category), "--selection-seeds", "0", "--report-seeds", ""])
     # at the paper's p = 0.005 a head is expected to be refreshed only 0.6 times in 120 updates, so "w/o refresh"
     # can equal stage 2 exactly; "refresh_often" (p = 0.03, ~4 refreshes per head, as the paper's rate gives over
     # 800 updates) shows what refreshing does when it does happen
@@ -74,41 +79,57 @@ def main() -> int:
                  "refresh_often": ["disc_refresh=0.03"]}
     for name, extra in ablations.items():
         stage("nano_dmd.yaml", w / f"abl_{name}", s2 + [f"train.run_dir={w}/run_abl_{name}"] + extra)
+    if args.train_only:
+        return 0
 
     from flashdistill.demo import comparison_grid
-    from flashdistill.eval.model_eval import evaluate_model, scores_json
+    from flashdistill.eval.model_eval import scores_json
     from flashdistill.eval.plots import line_plot, read_metrics
-    from flashdistill.pipelines.sample import guidance_of, read_run_settings
+    from flashdistill.pipelines.folders import guidance_of, read_run_settings
     from flashdistill.shapes.nano import teacher_path
 
     teacher = Path(args.teacher) if args.teacher else teacher_path()
     g = guidance_of(read_run_settings(teacher))
-    rows = {
-        f"teacher, 50 steps, CFG {g:g}": (teacher, 50), f"teacher, 4 Euler steps, CFG {g:g}": (teacher, 4),
-        f"teacher, 2 Euler steps, CFG {g:g}": (teacher, 2), "4-step student, stage 1 only": (w / "s1", None),
-        "4-step student, stage 2": (w / "s2", None), "4-step student, split-timestep merged": (w / "split", None),
-        "2-step student": (w / "two", None), "ablation: w/o adversarial objective": (w / "abl_no_adv", None),
-        "ablation: w/o pre-training": (w / "abl_no_pretrain", None),
-        "ablation: w/o timestep sharing": (w / "abl_no_sharing", None),
-        "ablation: w/o discriminator refresh": (w / "abl_no_refresh", None),
-        "variant: frequent refresh (p = 0.03)": (w / "abl_refresh_often", None),
+    rows = {  # label -> (summary key, folder, steps)
+        f"teacher, 50 steps, CFG {g:g}": ("teacher_50", teacher, 50),
+        f"teacher, 4 Euler steps, CFG {g:g}": ("teacher_euler_4", teacher, 4),
+        f"teacher, 2 Euler steps, CFG {g:g}": ("teacher_euler_2", teacher, 2),
+        "4-step student, stage 1 only": ("stage1_4", w / "s1", None),
+        "4-step student, stage 2": ("student_4", w / "s2", None),
+        "4-step student, split-timestep merged": ("student_4_split", w / "split", None),
+        "2-step student": ("student_2", w / "two", None),
+        "ablation: w/o adversarial objective": ("no_adv", w / "abl_no_adv", None),
+        "ablation: w/o pre-training": ("no_pretrain", w / "abl_no_pretrain", None),
+        "ablation: w/o timestep sharing": ("no_sharing", w / "abl_no_sharing", None),
+        "ablation: w/o discriminator refresh": ("no_refresh", w / "abl_no_refresh", None),
+        "variant: frequent refresh (p = 0.03)": ("refresh_often", w / "abl_refresh_often", None),
     }
+    from flashdistill.eval.model_eval import evaluate_seeds
+    from flashdistill.eval.protocol import parse_seeds, summary_row
     from flashdistill.shapes import CATEGORIES
 
-    results, pictures = {}, {}
-    for label, (folder, steps) in rows.items():
-        print(f"= evaluating {label}", flush=True)
-        res = evaluate_model(folder, args.n_per_category, steps=steps, return_images=True)
-        pictures[label] = res.pop("images")["train"]
+    seeds = parse_seeds(args.seeds)
+    results, pictures, summary = {}, {}, {}
+    for label, (key, folder, steps) in rows.items():
+        print(f"= evaluating {label} on seed sets {seeds}", flush=True)
+        res = evaluate_seeds(folder, seeds, args.n_per_category, steps=steps)
+        pictures[label] = res.pop("images")
         results[label] = res
-    head = "| model | ShapesEval | held-out | " + " | ".join(CATEGORIES) + " | FD | precision | recall | ms/img |"
+        summary[key] = {"label": label, **summary_row(res)}
+
+    def ci(entry):
+        return f"{entry['shapes_eval']:.3f} [{entry['ci95'][0]:.3f}, {entry['ci95'][1]:.3f}]"
+
+    head = ("| model | ShapesEval [95% CI] | held-out [95% CI] | " + " | ".join(CATEGORIES)
+            + " | FD [95% CI] | precision | recall | ms/img |")
     lines = [head, "|" + "---|" * (len(CATEGORIES) + 7)]
     for label, r in results.items():
         tr = r["train"]
-        cats = " | ".join(f"{tr.get(c, float('nan')):.2f}" for c in CATEGORIES)
-        lines.append(f"| {label} | {tr['overall']:.3f} | {r['heldout']['overall']:.3f} | {cats} | "
-                     f"{tr.get('fd', float('nan')):.2f} | {tr.get('precision', float('nan')):.2f} | "
-                     f"{tr.get('recall', float('nan')):.2f} | {r['seconds_per_image'] * 1000:.1f} |")
+        cats = " | ".join(f"{tr['categories'].get(c, float('nan')):.2f}" for c in CATEGORIES)
+        fd = f"{tr['fd']:.1f} [{tr['fd_ci95'][0]:.1f}, {tr['fd_ci95'][1]:.1f}]" if "fd" in tr else "–"
+        lines.append(f"| {label} | {ci(tr)} | {ci(r['heldout'])} | {cats} | {fd} | "
+                     f"{tr.get('precision', float('nan')):.2f} | {tr.get('recall', float('nan')):.2f} | "
+                     f"{r['seconds_per_image'] * 1000:.1f} |")
     out = ROOT / args.results
     out.mkdir(parents=True, exist_ok=True)
     comparison_grid(pictures, out / "sd35_flash_nano_grid.png", n=10)
@@ -128,16 +149,31 @@ def main() -> int:
         counts = read_metrics(w / run_dir / "metrics.jsonl", "head_refreshes")[1]
         refreshes.append(f"{label}: {int(counts[-1]) if counts else 0}")
     lines.append("\nDiscriminator heads re-initialised during training (refresh): " + ", ".join(refreshes) + ".")
-    sweep = (w / "split" / "merge_sweep.md").read_text() if (w / "split" / "merge_sweep.md").exists() else ""
     cmd = "python benchmarks/sd35_flash_nano.py " + " ".join(sys.argv[1:])
+    sweep = (w / "split" / "merge_sweep.md").read_text() if (w / "split" / "merge_sweep.md").exists() else ""
+    branches = []
+    for part in ("split_low", "split_high"):
+        div = json.loads((w / part / "flashdistill.json").read_text()).get("branch_divergence", {})
+        branches.append(f"{part}: export moved {div.get('export_vs_live', float('nan')):.2f} of the live weights' "
+                        f"distance from the start (live moved {div.get('live_moved', float('nan')):.2e} relative)")
+    sweep += "\nBranch divergence (EMA export vs live weights): " + "; ".join(branches) + ".\n"
     (out / "sd35_flash_nano.md").write_text(
-        f"# SD3.5-Flash on SD3-nano\n\nRegenerate: `{cmd}` (stage 2 and ablations: {args.iters} iterations; "
-        f"{args.n_per_category} prompts per category; same prompts and seeds for every model).\n\n"
+        f"# SD3.5-Flash on SD3-nano\n\nRegenerate: `{cmd}` (stage 2 and ablations: {args.iters} iterations). "
+        f"Every score is the mean over evaluation seed sets {seeds} ({args.n_per_category} prompts per category "
+        f"each, {results[next(iter(results))]['train']['n_prompts']} train prompts in all; the same prompts and "
+        "noises for every model, never a training sample's noise) with a 95% bootstrap interval (FD: Student-t "
+        "over the sets).\n\n"
         + "\n".join(lines) + f"\n\n## Split-timestep merge sweep (ShapesEval, {args.n_per_category} prompts per "
         "category)\n\n" + sweep
         + "\n![grid](sd35_flash_nano_grid.png)\n\n## Loss curves\n\n"
         + "\n".join(f"![{name}]({name})" for name in curve_files) + "\n")
-    (out / "sd35_flash_nano.json").write_text(scores_json(results))
+    branch_info = {}
+    for part in ("split_low", "split_high"):
+        info = json.loads((w / part / "flashdistill.json").read_text())
+        branch_info[part] = {k: info.get(k) for k in ("branch_divergence", "student_updates")}
+    (out / "sd35_flash_nano.json").write_text(json.dumps({"summary": summary, "branches": branch_info, "protocol": {
+        "seeds": seeds, "n_per_category": args.n_per_category, "merge_selection_seeds": [0],
+        "command": cmd}, "results": json.loads(scores_json(results))}, indent=2) + "\n")
     print("\n".join(lines))
     return 0
 

@@ -1,9 +1,10 @@
 """``flashdistill merge``: fuse the two split-timestep branches of a student by weight interpolation.
 
-``w = r·w_low + (1 − r)·w_high`` for each ratio ``r`` in a sweep; every candidate is judged by ShapesEval on
-the fixed evaluation prompts and the best one is written as the student folder (the paper picked 3:7 by
-GenEval). The sweep is written next to it as ``merge_sweep.json`` and ``merge_sweep.md``. A single ratio
-(``--ratios 0.3``) is merged without judging: the way to fuse models ShapesEval cannot judge (SD3.5 Medium).
+``w = r·w_low + (1 − r)·w_high`` for each ratio ``r`` in a sweep; every candidate is judged by ShapesEval on the
+*selection* seed sets and the best one is written as the student folder (the paper picked 3:7 by GenEval), then
+reported on the *report* seed sets, which must be disjoint from the selection ones. The sweep is written next
+to it as ``merge_sweep.json`` and ``merge_sweep.md``. A single ratio (``--ratios 0.3``) is merged without
+judging: the way to fuse models ShapesEval cannot judge (SD3.5 Medium).
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ import json
 from pathlib import Path
 
 import torch
+
+from ..config import ConfigError
+from ..eval.protocol import EVAL_SEEDS, SELECTION_SEEDS, parse_seeds
 
 __all__ = ["interpolate_state", "add_args", "run"]
 
@@ -38,47 +42,75 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ratios", default="0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1",
                         help="comma-separated weights of the low branch; one value merges without judging")
     parser.add_argument("--n-per-category", type=int, default=8, help="ShapesEval prompts per category")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--selection-seeds", default=",".join(map(str, SELECTION_SEEDS)),
+                        help="seed sets the ratio is chosen on (never reported)")
+    parser.add_argument("--report-seeds", default=",".join(map(str, EVAL_SEEDS)),
+                        help="seed sets the chosen merge is reported on (disjoint from --selection-seeds); "
+                             "empty: do not report")
+
+
+def _ratios(text: str) -> list[float]:
+    try:
+        ratios = [float(r) for r in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"--ratios {text}: expected comma-separated numbers such as 0.3,0.5") from None
+    if any(not 0 <= r <= 1 for r in ratios):
+        raise ConfigError(f"--ratios {text}: every ratio must lie in [0, 1]")
+    return ratios
 
 
 def run(args) -> int:
     import shutil
 
-    from ..eval.model_eval import evaluate_model
-    from .sample import load_pipeline
+    from ..eval.model_eval import evaluate_seeds
+    from ..pipelines.folders import load_pipeline
 
-    try:
-        ratios = [float(r) for r in args.ratios.split(",")]
-    except ValueError:
-        raise SystemExit(f"--ratios {args.ratios}: expected comma-separated numbers such as 0.3,0.5") from None
-    if any(not 0 <= r <= 1 for r in ratios):
-        raise SystemExit(f"--ratios {args.ratios}: every ratio must lie in [0, 1]")
+    ratios = _ratios(args.ratios)
+    selection = parse_seeds(args.selection_seeds, "--selection-seeds")
+    report = parse_seeds(args.report_seeds, "--report-seeds") if args.report_seeds.strip() else []
+    if set(selection) & set(report):
+        raise ConfigError(f"--selection-seeds {selection} and --report-seeds {report} overlap: a ratio chosen on "
+                          "a seed set must be reported on others")
     low_pipe = load_pipeline(args.low)
     high_state = load_pipeline(args.high).transformer.state_dict()
     low_state = {k: v.clone() for k, v in low_pipe.transformer.state_dict().items()}
-    rows = [{"ratio_low": r, "shapes_eval": None, "fd": None} for r in ratios]
+    rows = [{"ratio_low": r, "shapes_eval": None, "ci95": None, "fd": None} for r in ratios]
     for row in rows if len(rows) > 1 else []:  # one ratio: nothing to choose, so nothing to judge
-        r = row["ratio_low"]
-        low_pipe.transformer.load_state_dict(interpolate_state(low_state, high_state, r))
-        scores = evaluate_model(args.low, args.n_per_category, seed=args.seed, splits=("train",), pipe=low_pipe)
-        row.update(shapes_eval=scores["train"]["overall"], fd=scores["train"].get("fd"))
-        print(f"ratio low:high = {r:.2f}:{1 - r:.2f}  ShapesEval {row['shapes_eval']:.3f}")
-    # best ShapesEval; ties (common with a weak teacher) go to the lower FD when the FD network is shipped
+        low_pipe.transformer.load_state_dict(interpolate_state(low_state, high_state, row["ratio_low"]))
+        res = evaluate_seeds(args.low, selection, args.n_per_category, splits=("train",), pipe=low_pipe)["train"]
+        row.update(shapes_eval=res["shapes_eval"], ci95=res["ci95"], fd=res.get("fd"))
+        print(f"ratio low:high = {row['ratio_low']:.2f}:{1 - row['ratio_low']:.2f}  ShapesEval {row['shapes_eval']:.3f}"
+              f" (selection seeds {selection})")
+    # best ShapesEval on the selection sets; ties go to the lower FD when the FD network is shipped
     best = max(rows, key=lambda row: (row["shapes_eval"] or 0.0, -(row["fd"] if row["fd"] is not None else 0.0)))
+    low_pipe.transformer.load_state_dict(interpolate_state(low_state, high_state, best["ratio_low"]))
+    reported = None
+    if report and len(rows) > 1:
+        res = evaluate_seeds(args.low, report, args.n_per_category, splits=("train",), pipe=low_pipe)["train"]
+        reported = {"seeds": report, "shapes_eval": res["shapes_eval"], "ci95": res["ci95"], "fd": res.get("fd")}
+        print(f"chosen ratio on report seeds {report}: ShapesEval {res['shapes_eval']:.3f} "
+              f"[{res['ci95'][0]:.3f}, {res['ci95'][1]:.3f}]")
     out = Path(args.out)
     if out.exists():
         shutil.rmtree(out)
     shutil.copytree(args.low, out)
-    low_pipe.transformer.load_state_dict(interpolate_state(low_state, high_state, best["ratio_low"]))
     low_pipe.transformer.save_pretrained(out / "transformer")
     info = json.loads((out / "flashdistill.json").read_text())
-    info.update(stage="split_merged", merge_ratio_low=best["ratio_low"])
+    info.update(stage="split_merged", merge_ratio_low=best["ratio_low"], merge_selection_seeds=selection)
     (out / "flashdistill.json").write_text(json.dumps(info, indent=2) + "\n")
-    (out / "merge_sweep.json").write_text(json.dumps(rows, indent=2) + "\n")
-    table = ["| low : high | ShapesEval | FD |", "|---|---|---|"]
-    table += [f"| {r['ratio_low']:.1f} : {1 - r['ratio_low']:.1f} | "
-              f"{'–' if r['shapes_eval'] is None else format(r['shapes_eval'], '.3f')} | "
-              f"{'–' if r['fd'] is None else round(r['fd'], 2)} |" for r in rows]
+    (out / "merge_sweep.json").write_text(json.dumps({"selection_seeds": selection, "rows": rows,
+                                                      "chosen": best["ratio_low"], "report": reported}, indent=2)
+                                          + "\n")
+    table = [f"Chosen on selection seed sets {selection} ({args.n_per_category} prompts per category each).", "",
+             "| low : high | ShapesEval [95% CI] | FD |", "|---|---|---|"]
+    for r in rows:
+        score = "–" if r["shapes_eval"] is None else f"{r['shapes_eval']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]"
+        fd = "–" if r["fd"] is None else f"{r['fd']:.2f}"
+        table.append(f"| {r['ratio_low']:.1f} : {1 - r['ratio_low']:.1f} | {score} | {fd} |")
+    if reported:
+        table += ["", f"Chosen ratio {best['ratio_low']:.1f} : {1 - best['ratio_low']:.1f} on report seed sets "
+                      f"{report}: ShapesEval {reported['shapes_eval']:.3f} [{reported['ci95'][0]:.3f}, "
+                      f"{reported['ci95'][1]:.3f}]."]
     (out / "merge_sweep.md").write_text("\n".join(table) + "\n")
     print(f"best ratio {best['ratio_low']:.2f}:{1 - best['ratio_low']:.2f}; merged student written to {out}")
     return 0

@@ -9,10 +9,10 @@ import sys
 import numpy as np
 import pytest
 import torch
-from flashdistill.pipelines.merge import interpolate_state
 
 from flashdistill.cli import COMMANDS, main
 from flashdistill.eval.plots import line_plot, read_metrics
+from flashdistill.recipes.merge import interpolate_state
 
 
 def test_interpolate_state_endpoints_and_ratio():

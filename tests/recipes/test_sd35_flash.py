@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from flashdistill.config import ConfigError, from_dict
+from flashdistill.config import from_dict
 from flashdistill.data.generate import GenerateConfig, generate
 from flashdistill.models.sd3 import SD3Adapter, SD3TextEncoder
 from flashdistill.recipes import common
@@ -173,7 +173,7 @@ def test_backward_simulation_has_no_gradient(tiny_pipe):
     assert grads and all(torch.isfinite(g).all() for g in grads)
 
 
-def test_merge_with_one_ratio_interpolates_exactly_and_records_it(data_dir, pre_student):
+def test_merge_with_one_ratio_interpolates_exactly_and_records_it(data_dir, pre_student, capsys):
     from flashdistill.cli import main
 
     run_recipe(_cfg(data_dir, "branch_high", stage="dmd", proxy_updates=1, disc_blocks=[1], disc_hidden=16,
@@ -191,6 +191,11 @@ def test_merge_with_one_ratio_interpolates_exactly_and_records_it(data_dir, pre_
         torch.testing.assert_close(merged[k], 0.3 * low[k] + 0.7 * high[k])
     info = json.loads((out / "flashdistill.json").read_text())
     assert info["stage"] == "split_merged" and info["merge_ratio_low"] == 0.3
-    assert json.loads((out / "merge_sweep.json").read_text())[0]["shapes_eval"] is None  # not judged
-    with pytest.raises(ConfigError, match="ratios"):
-        main(["merge", "--low", str(pre_student), "--high", str(pre_student), "--out", str(out), "--ratios", "x"])
+    assert json.loads((out / "merge_sweep.json").read_text())["rows"][0]["shapes_eval"] is None  # not judged
+    # a ratio chosen on a seed set is reported on others: overlapping sets are refused (exit 2, a message)
+    assert main(["merge", "--low", str(pre_student), "--high", str(pre_student), "--out", str(out),
+                 "--selection-seeds", "1", "--report-seeds", "1,2"]) == 2
+    assert "overlap" in capsys.readouterr().err
+    assert main(["merge", "--low", str(pre_student), "--high", str(pre_student), "--out", str(out),
+                 "--ratios", "x"]) == 2
+    assert "--ratios x" in capsys.readouterr().err
