@@ -25,6 +25,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pretrain-steps", type=int, default=150)
     parser.add_argument("--dmd-steps", type=int, default=150)
     parser.add_argument("--n-per-category", type=int, default=16, help="evaluation prompts per category")
+    parser.add_argument("--seeds", default="1,2,3,4",
+                        help="evaluation seed sets: scores are their mean with a 95%% interval")
 
 
 def _stage(name: str, overrides: list[str]):
@@ -83,11 +85,13 @@ def comparison_grid(rows: dict[str, object], path: Path, n: int = 8) -> Path:
 
 def run(args) -> int:
     from .data.generate import GenerateConfig
-    from .eval.model_eval import evaluate_model, scores_json
+    from .eval.model_eval import evaluate_seeds, scores_json
+    from .eval.protocol import parse_seeds
     from .pipelines.folders import guidance_of, read_run_settings
     from .shapes.nano import teacher_path
     from .shapes.prompt_file import write_prompts
 
+    seeds = parse_seeds(args.seeds)
     t_start = time.time()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -105,7 +109,7 @@ def run(args) -> int:
         f"init_student={out / 'student_pretrain'}", f"out={out / 'student_4step'}",
         f"train.max_steps={args.dmd_steps}",
         "proxy_updates=3", "warmup_noisier=20", f"train.run_dir={out / 'dmd'}"])
-    print("\n== evaluating (ShapesEval on train and held-out compositions, FD on train)")
+    print(f"\n== evaluating on seed sets {seeds} (ShapesEval on train and held-out compositions, FD on train)")
     cfg_scale = guidance_of(read_run_settings(teacher))
     settings = {f"teacher, 25 steps, CFG {cfg_scale:g}": (teacher, 25, None),
                 f"teacher, 4 Euler steps, CFG {cfg_scale:g}": (teacher, 4, None),
@@ -113,24 +117,33 @@ def run(args) -> int:
                 "student, 4 steps": (out / "student_4step", None, None)}
     results, pictures = {}, {}
     for label, (folder, steps, guidance) in settings.items():
-        res = evaluate_model(folder, args.n_per_category, steps=steps, guidance=guidance, return_images=True)
-        pictures[label] = res.pop("images")["train"]
+        res = evaluate_seeds(folder, seeds, args.n_per_category, steps=steps, guidance=guidance)
+        pictures[label] = res.pop("images")
         results[label] = res
-    lines = ["| setting | ShapesEval (train) | ShapesEval (held-out) | FD | ms / image |", "|---|---|---|---|---|"]
+
+    def ci(s):
+        return f"{s['shapes_eval']:.3f} [{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}]"
+
+    lines = ["| setting | ShapesEval (train) [95% CI] | ShapesEval (held-out) [95% CI] | FD [95% CI] | ms / image |",
+             "|---|---|---|---|---|"]
     for label, res in results.items():
-        fd = res["train"].get("fd")
-        lines.append(f"| {label} | {res['train']['overall']:.3f} | {res['heldout']['overall']:.3f} | "
-                     f"{'–' if fd is None else f'{fd:.2f}'} | {res['seconds_per_image'] * 1000:.1f} |")
+        tr = res["train"]
+        fd = f"{tr['fd']:.1f} [{tr['fd_ci95'][0]:.1f}, {tr['fd_ci95'][1]:.1f}]" if "fd" in tr else "–"
+        lines.append(f"| {label} | {ci(tr)} | {ci(res['heldout'])} | {fd} | {res['seconds_per_image'] * 1000:.1f} |")
+    n_train = results[next(iter(results))]["train"]["n_prompts"]
     table = "\n".join(lines)
     grid = comparison_grid(pictures, out / "comparison.png")
     report = out / "report.md"
     from .shapes import eval_prompts
 
-    train_prompts = [p for p, _ in eval_prompts(args.n_per_category)]
+    train_prompts = [p for p, _ in eval_prompts(args.n_per_category, seed=seeds[0])]
     columns = "\n".join(f"{c + 1}. {train_prompts[i]}"
                         for c, i in enumerate(grid_columns(len(train_prompts), 8)))
-    report.write_text(f"# flashdistill demo: SD3.5-Flash on SD3-nano\n\n{table}\n\n![comparison](comparison.png)\n\n"
-                      f"Same prompts and seeds in every row; the columns' prompts:\n\n{columns}\n\n"
+    report.write_text(f"# flashdistill demo: SD3.5-Flash on SD3-nano\n\nMeans over evaluation seed sets {seeds} "
+                      f"({n_train} train prompts; noises never those of the training data) with 95% bootstrap "
+                      f"intervals (FD: Student-t over the sets).\n\n{table}\n\n![comparison](comparison.png)\n\n"
+                      f"Same prompts and seeds in every row; the columns' prompts (seed set {seeds[0]}):\n\n"
+                      f"{columns}\n\n"
                       f"Regenerate: `flashdistill demo --out {out}`.\n")
     (out / "results.json").write_text(scores_json(results))
     print("\n" + table)

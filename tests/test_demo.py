@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 def test_demo_writes_report_grid_and_scores(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--prompts", "32", "--pretrain-steps", "2", "--dmd-steps", "2",
-                 "--n-per-category", "1"]) == 0
+                 "--n-per-category", "1", "--seeds", "1,2"]) == 0
     report = (out / "report.md").read_text()
     results = json.loads((out / "results.json").read_text())
     assert (out / "comparison.png").stat().st_size > 0
