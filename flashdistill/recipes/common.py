@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import ConfigError, DataError
 from ..sampling import as_grid, euler_solve
 from ..types import Conditioning
 
@@ -36,7 +37,7 @@ def load_student_transformer(folder: str | Path, like: torch.nn.Module) -> torch
 
     path = Path(folder) / "transformer"
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"init_student: no transformer folder at {path} (expected a student folder "
+        raise ConfigError(f"init_student: no transformer folder at {path} (expected a student folder "
                                 "written by an earlier `flashdistill distill` stage)")
     dtype = next(like.parameters()).dtype
     return SD3Transformer2DModel.from_pretrained(path, dtype=dtype).train()
@@ -47,13 +48,13 @@ def open_dataset(path: str, need_trajectory: bool = False):
     from ..data.cache import LatentDataset
 
     if not path:
-        raise ValueError("data: give the folder written by `flashdistill generate-data`")
+        raise ConfigError("data: give the folder written by `flashdistill generate-data`")
     ds = LatentDataset(path)
     if need_trajectory and "trajectory" not in ds.fields:
-        raise ValueError(f"data {path}: has no stored trajectory; regenerate it with "
+        raise DataError(f"data {path}: has no stored trajectory; regenerate it with "
                          "`flashdistill generate-data ... trajectory_grid=[1,0.75,0.5,0.25,0]`")
     if ds.null_cond() is None:
-        raise ValueError(f"data {path}: no null.safetensors (the unconditional embedding for CFG)")
+        raise DataError(f"data {path}: no null.safetensors (the unconditional embedding for CFG)")
     return ds
 
 
@@ -63,7 +64,7 @@ def trajectory_index(stored_grid: list[float], grid: torch.Tensor) -> list[int]:
     for t in grid.tolist():
         hits = [k for k, s in enumerate(stored_grid) if abs(s - t) < 1e-6]
         if not hits:
-            raise ValueError(f"student time {t} is not in the dataset's trajectory grid {stored_grid}; "
+            raise DataError(f"student time {t} is not in the dataset's trajectory grid {stored_grid}; "
                              "regenerate the data with the student grid as trajectory_grid")
         out.append(hits[0])
     return out

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from ..config import ConfigError
+from ..errors import DataError
 from ..eval.protocol import EVAL_SEEDS, SELECTION_SEEDS, parse_seeds
 
 __all__ = ["interpolate_state", "add_args", "run"]
@@ -25,12 +26,12 @@ def interpolate_state(low: dict[str, torch.Tensor], high: dict[str, torch.Tensor
     """``ratio·low + (1 − ratio)·high`` for every floating tensor (computed in fp32, cast back)."""
     if set(low) != set(high):
         diff = sorted(set(low) ^ set(high))[:5]
-        raise ValueError(f"the two branches have different parameters, e.g. {diff}")
+        raise DataError(f"the two branches have different parameters, e.g. {diff}")
     out = {}
     for key, a in low.items():
         b = high[key]
         if a.shape != b.shape:
-            raise ValueError(f"parameter {key}: shapes {tuple(a.shape)} and {tuple(b.shape)} differ")
+            raise DataError(f"parameter {key}: shapes {tuple(a.shape)} and {tuple(b.shape)} differ")
         out[key] = (ratio * a.float() + (1 - ratio) * b.float()).to(a.dtype) if a.is_floating_point() else a
     return out
 

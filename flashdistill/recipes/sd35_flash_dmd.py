@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import ConfigError, DataError
 from ..flow import euler_step, interpolate, x0_from_v
 from ..losses import DiscriminatorAdvLoss, DMDLoss, FlowMatchingLoss, GeneratorAdvLoss, GramLoss
 from ..models.disc import MultiHeadDisc, disc_features
@@ -70,7 +71,7 @@ def _trained_steps(cfg, grid: torch.Tensor) -> GridSampler:
     if cfg.timestep_sharing and cfg.adv_weight == 0 and cfg.gram_weight == 0:
         kept = [i for i in sampler.allowed.tolist() if float(grid[i + 1]) > 0]
         if not kept:
-            raise ValueError(f"step_range {cfg.step_range}: its only step lands at t = 0, where timestep sharing "
+            raise ConfigError(f"step_range {cfg.step_range}: its only step lands at t = 0, where timestep sharing "
                              "has no DMD term and adv_weight = 0 leaves nothing to train it")
         sampler = GridSampler(grid, steps=kept)
     return sampler
@@ -82,7 +83,7 @@ def setup(cfg):
     pipe, settings, teacher_net, student_net = build(cfg)
     data = common.open_dataset(cfg.data)
     if cfg.student_noise == "data" and "noise" not in data.fields:
-        raise ValueError(f"data {cfg.data}: student_noise: data needs the teacher's stored noise (field 'noise')")
+        raise DataError(f"data {cfg.data}: student_noise: data needs the teacher's stored noise (field 'noise')")
     grid = student_grid(cfg.num_steps)
     run = Run(cfg.train, config=cfg)
     teacher_net = run.add_frozen("teacher", teacher_net)

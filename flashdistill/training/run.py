@@ -278,7 +278,11 @@ class Run:
         ``num_micro`` defaults to ``train.gradient_accumulation``.
         """
         slot, k = self.slots[name], num_micro or self.cfg.gradient_accumulation
-        micro, n = split_batch(batch, k), batch_size_of(batch)
+        n = batch_size_of(batch)
+        if k > n:
+            raise ConfigError(f"train.gradient_accumulation = {k}: this process's batch of {n} cannot make {k} "
+                              "micro-batches (raise batch_size or lower the accumulation)")
+        micro = split_batch(batch, k)
         totals: dict[str, torch.Tensor] = {}
         for i, mb in enumerate(micro):
             w = batch_size_of(mb) / n
