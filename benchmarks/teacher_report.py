@@ -18,10 +18,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def main() -> int:
     from flashdistill.demo import comparison_grid
-    from flashdistill.eval.model_eval import evaluate_model, scores_json
+    from flashdistill.eval.model_eval import evaluate_seeds, scores_json
     from flashdistill.eval.noised_start import noised_start_scores
+    from flashdistill.eval.protocol import parse_seeds
+    from flashdistill.pipelines.folders import guidance_of, load_pipeline, read_run_settings
     from flashdistill.pipelines.generate import load_setup
-    from flashdistill.pipelines.sample import guidance_of, load_pipeline, read_run_settings
     from flashdistill.shapes import CATEGORIES
     from flashdistill.shapes.nano import teacher_path
 
@@ -29,12 +30,14 @@ def main() -> int:
     ap.add_argument("--n-per-category", type=int, default=16)
     ap.add_argument("--steps", default="50,25,8,4,2")
     ap.add_argument("--out", default="docs/results")
+    ap.add_argument("--seeds", default="1,2,3,4", help="evaluation seed sets (scores: mean and 95% interval)")
     args = ap.parse_args()
+    seeds = parse_seeds(args.seeds)
     out = ROOT / args.out
     (out / "teacher_grids").mkdir(parents=True, exist_ok=True)
     folder = teacher_path()
-    head = ("| T5 | CFG | steps | ShapesEval | held-out | " + " | ".join(CATEGORIES)
-            + " | FD | precision | recall | ms/img |")
+    head = ("| T5 | CFG | steps | ShapesEval [95% CI] | held-out [95% CI] | " + " | ".join(CATEGORIES)
+            + " | FD [95% CI] | precision | recall | ms/img |")
     lines = [head, "|" + "---|" * (len(CATEGORIES) + 9)]
     results, written = {}, []
     cfg_scale = guidance_of(read_run_settings(folder))
@@ -45,34 +48,39 @@ def main() -> int:
             for steps in [int(s) for s in args.steps.split(",")]:
                 key = f"t5={'no' if drop_t5 else 'yes'} cfg={guidance} steps={steps}"
                 print("=", key, flush=True)
-                r = evaluate_model(folder, args.n_per_category, steps=steps, guidance=guidance, pipe=pipe,
-                                   return_images=True)
-                rows[f"{steps} steps"] = r.pop("images")["train"]
+                r = evaluate_seeds(folder, seeds, args.n_per_category, steps=steps, guidance=guidance, pipe=pipe)
+                rows[f"{steps} steps"] = r.pop("images")
                 results[key] = r
-                tr = r["train"]
-                cats = " | ".join(f"{tr.get(c, float('nan')):.2f}" for c in CATEGORIES)
-                lines.append(f"| {'no' if drop_t5 else 'yes'} | {guidance} | {steps} | {tr['overall']:.3f} | "
-                             f"{r['heldout']['overall']:.3f} | {cats} | {tr.get('fd', float('nan')):.2f} | "
+                tr, ho = r["train"], r["heldout"]
+                cats = " | ".join(f"{tr['categories'].get(c, float('nan')):.2f}" for c in CATEGORIES)
+                fd = f"{tr['fd']:.1f} [{tr['fd_ci95'][0]:.1f}, {tr['fd_ci95'][1]:.1f}]" if "fd" in tr else "–"
+                lines.append(f"| {'no' if drop_t5 else 'yes'} | {guidance} | {steps} | {tr['shapes_eval']:.3f} "
+                             f"[{tr['ci95'][0]:.3f}, {tr['ci95'][1]:.3f}] | {ho['shapes_eval']:.3f} "
+                             f"[{ho['ci95'][0]:.3f}, {ho['ci95'][1]:.3f}] | {cats} | {fd} | "
                              f"{tr.get('precision', float('nan')):.2f} | {tr.get('recall', float('nan')):.2f} | "
                              f"{r['seconds_per_image'] * 1000:.1f} |")
             name = f"teacher_grids/t5_{'no' if drop_t5 else 'yes'}_cfg_{guidance}.png"
             comparison_grid(rows, out / name, n=12)
             written.append(name)
     starts = (0.1, 0.3, 0.5, 0.7, 0.8, 0.9, 1.0)
-    noised = noised_start_scores(load_setup(folder, pipe=pipes[False]), starts, n_per_category=args.n_per_category)
+    per_seed = [noised_start_scores(load_setup(folder, pipe=pipes[False]), starts, n_per_category=args.n_per_category,
+                                    seed=s) for s in seeds]
+    noised = {t: sum(p[t] for p in per_seed) / len(per_seed) for t in starts}  # mean over the seed sets
     results["noised_start"] = {str(k): v for k, v in noised.items()}
-    noised_md = ("\n\n## Where the teacher loses the prompt\n\nShapesEval (train split) of the teacher's ODE (its CFG "
-                 "scale, 20 Euler steps) started from real images noised to t0 (`flashdistill.eval.noised_start`); "
-                 "t0 = 1 is plain generation.\n\n| t0 | " + " | ".join(f"{t:g}" for t in starts) + " |\n|---|"
-                 + "---|" * len(starts) + "\n| ShapesEval | " + " | ".join(f"{noised[t]:.3f}" for t in starts) + " |")
+    noised_md = ("\n\n## Where the teacher loses the prompt\n\nShapesEval (train split) of the teacher's ODE (its "
+                 "CFG scale, 20 Euler steps) started from real images noised to t0 "
+                 f"(`flashdistill.eval.noised_start`), mean over seed sets {seeds}; t0 = 1 is plain generation.\n\n"
+                 "| t0 | " + " | ".join(f"{t:g}" for t in starts) + " |\n|---|" + "---|" * len(starts)
+                 + "\n| ShapesEval | " + " | ".join(f"{noised[t]:.3f}" for t in starts) + " |")
     cmd = "python benchmarks/teacher_report.py " + " ".join(sys.argv[1:])
     for old in (out / "teacher_grids").glob("*.png"):  # grids of settings this run did not produce are stale
         if f"teacher_grids/{old.name}" not in written:
             old.unlink()
     grids = "\n".join(f"![{Path(name).stem}]({name})" for name in written)
     (out / "teacher_report.md").write_text(
-        f"# SD3-nano teacher report\n\nRegenerate: `{cmd}` ({args.n_per_category} prompts per category and split; "
-        "FD on the train split against 512 real Shapes images).\n\n" + "\n".join(lines) + noised_md
+        f"# SD3-nano teacher report\n\nRegenerate: `{cmd}` (means over evaluation seed sets {seeds}, "
+        f"{args.n_per_category} prompts per category and split each, with 95% bootstrap intervals; FD on the train "
+        "split against 512 real Shapes images, Student-t interval over the sets).\n\n" + "\n".join(lines) + noised_md
         + "\n\nSample grids (rows: step counts; same prompts and seeds):\n\n" + grids + "\n")
     (out / "teacher_report.json").write_text(scores_json(results))
     print("\n".join(lines))

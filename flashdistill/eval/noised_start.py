@@ -43,7 +43,10 @@ def noised_start_scores(setup, starts: Sequence[float] = (0.3, 0.5, 0.7, 0.9, 1.
     model = CFG(SD3Adapter(pipe.transformer), text.null(), setup.guidance_scale)
     cond = text.encode([p for p, _ in prompts])
     z = codec.encode(from_uint8(real).to(device))
-    noise = torch.randn(z.shape, generator=torch.Generator().manual_seed(seed), device="cpu").to(device, z.dtype)
+    from ..seeds import sample_noise
+
+    # evaluation noise of (seed, k): never a training sample's (flashdistill.seeds)
+    noise = torch.stack([sample_noise("eval", seed, k, z.shape[1:]) for k in range(z.shape[0])]).to(device, z.dtype)
     judge, specs, out = ShapesEval(), [s for _, s in prompts], {}
     for t0 in starts:
         x = interpolate(z, noise, torch.full((z.shape[0],), float(t0), device=device, dtype=z.dtype))
