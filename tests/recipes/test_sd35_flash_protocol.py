@@ -134,7 +134,8 @@ def test_gradient_accumulation_is_honoured_and_exact(data_dir, stage):
     w1, w2 = _weights(data_dir / f"acc1_{stage}"), _weights(data_dir / f"acc2_{stage}")
     diff = max((w1[k] - w2[k]).abs().max().item() for k in w1)
     assert diff < 2e-5, diff
-    with pytest.raises(ConfigError, match="gradient_accumulation = 8"):  # 4 samples cannot make 8 micro-batches: it is used
+    # 4 samples cannot make 8 micro-batches: the key is used, and named
+    with pytest.raises(ConfigError, match="gradient_accumulation = 8"):
         run_recipe(_cfg(data_dir, f"acc8_{stage}", train={"gradient_accumulation": 8}, **extra))
 
 
