@@ -7,31 +7,19 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
+from tinydata import PROMPTS, make_tiny_data
 
 from flashdistill.config import from_dict
-from flashdistill.data.generate import GenerateConfig, generate
 from flashdistill.models.sd3 import SD3Adapter, SD3TextEncoder
 from flashdistill.recipes import common
 from flashdistill.recipes.sd35_flash import SD35FlashConfig, run_recipe
 from flashdistill.sampling import student_sample
 from flashdistill.timesteps import student_grid
 
-PROMPTS = ["a red circle", "two blue squares", "a green triangle", "a cyan cross"] * 2
-
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    from flashdistill.models.tiny import tiny_sd3_pipeline
-
-    root = tmp_path_factory.mktemp("flash")
-    (root / "prompts.txt").write_text("\n".join(PROMPTS) + "\n")
-    pipe = tiny_sd3_pipeline(seed=0)
-    pipe.set_progress_bar_config(disable=True)
-    cfg = GenerateConfig(out=str(root / "data"), prompts=str(root / "prompts.txt"), model="tiny", num_steps=8,
-                         guidance_scale=3.0, trajectory_grid=[1.0, 0.75, 0.5, 0.25, 0.0], resolution=16,
-                         max_sequence_length=8, shard_size=4, batch_size=4)
-    generate(cfg, pipe=pipe, progress=False)
-    return root
+    return make_tiny_data(tmp_path_factory.mktemp("flash"))
 
 
 def _cfg(root, name, **kw):

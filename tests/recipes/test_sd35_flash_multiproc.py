@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import yaml
 from safetensors.torch import load_file
+from tinydata import make_tiny_data
 
 REPO = Path(__file__).resolve().parents[2]
-PROMPTS = ["a red circle", "two blue squares", "a green triangle", "a cyan cross"] * 2
 
 
 def _free_port() -> int:
@@ -39,17 +39,7 @@ def _env() -> dict:
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
-    from flashdistill.data.generate import GenerateConfig, generate
-    from flashdistill.models.tiny import tiny_sd3_pipeline
-
-    root = tmp_path_factory.mktemp("mp")
-    (root / "prompts.txt").write_text("\n".join(PROMPTS) + "\n")
-    pipe = tiny_sd3_pipeline(seed=0)
-    pipe.set_progress_bar_config(disable=True)
-    generate(GenerateConfig(out=str(root / "data"), prompts=str(root / "prompts.txt"), model="tiny", num_steps=8,
-                            guidance_scale=3.0, trajectory_grid=[1.0, 0.75, 0.5, 0.25, 0.0], resolution=16,
-                            max_sequence_length=8, shard_size=4, batch_size=4), pipe=pipe, progress=False)
-    return root
+    return make_tiny_data(tmp_path_factory.mktemp("mp"))
 
 
 def _config(root: Path, name: str, **kw) -> Path:

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from safetensors.torch import load_file
+from tinydata import make_tiny_data
 
 from flashdistill.config import ConfigError, from_dict
 from flashdistill.recipes.sd35_flash import SD35FlashConfig, run_recipe
@@ -104,17 +105,7 @@ def _cfg(root, name, **kw):
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    from flashdistill.data.generate import GenerateConfig, generate
-    from flashdistill.models.tiny import tiny_sd3_pipeline
-
-    root = tmp_path_factory.mktemp("protocol")
-    (root / "prompts.txt").write_text("\n".join(["a red circle", "two blue squares"] * 4) + "\n")
-    pipe = tiny_sd3_pipeline(seed=0)
-    pipe.set_progress_bar_config(disable=True)
-    generate(GenerateConfig(out=str(root / "data"), prompts=str(root / "prompts.txt"), model="tiny", num_steps=4,
-                            guidance_scale=3.0, trajectory_grid=[1.0, 0.75, 0.5, 0.25, 0.0], resolution=16,
-                            max_sequence_length=8, shard_size=4, batch_size=4), pipe=pipe, progress=False)
-    return root
+    return make_tiny_data(tmp_path_factory.mktemp("protocol"), num_steps=4)
 
 
 def _weights(folder):
