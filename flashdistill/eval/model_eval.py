@@ -169,7 +169,7 @@ def _images_folder(folder: Path) -> tuple[np.ndarray, list[str]]:
             images.append(np.asarray(Image.open(path).convert("RGB")))
         except OSError as err:
             raise FileNotFoundError(f"{captions}:{n}: cannot read image {path} ({err})") from err
-        prompts.append(item["prompt"])
+        prompts.append((n, item["prompt"]))
     return np.stack(images), prompts
 
 
@@ -199,8 +199,18 @@ def run(args) -> int:
     from ..shapes import parse_caption
 
     if args.images:
-        images, prompts = _images_folder(Path(args.images))
-        result = {"images": evaluate_images(images, [parse_caption(p) for p in prompts])}
+        from ..errors import DataError
+
+        captions = Path(args.images) / "captions.jsonl"
+        images, numbered = _images_folder(Path(args.images))
+        specs = []
+        for n, prompt in numbered:
+            try:
+                specs.append(parse_caption(prompt))
+            except ValueError as err:
+                raise DataError(f"{captions}:{n}: prompt {prompt!r} is not a Shapes caption ({err}); ShapesEval judges "
+                                "only captions of the Shapes world") from None
+        result = {"images": evaluate_images(images, specs)}
         rows = {"images": result["images"]}
     else:
         from ..pipelines.folders import resolve_model

@@ -29,8 +29,22 @@ def default_model() -> Path:
     return resolve_model(None)
 
 
+def check_args(args) -> None:
+    """Refuse values the pipeline would silently accept (``--steps 0`` used to write an image)."""
+    from ..config import ConfigError
+
+    if args.steps is not None and args.steps < 1:
+        raise ConfigError(f"--steps {args.steps}: give at least 1 step")
+    if args.guidance is not None and args.guidance < 0:
+        raise ConfigError(f"--guidance {args.guidance}: the CFG scale must be >= 0 (<= 1 disables CFG)")
+    if args.num_images < 1:
+        raise ConfigError(f"--num-images {args.num_images}: give at least 1")
+
+
 def run(args) -> int:
     import torch
+
+    check_args(args)
 
     folder = Path(args.model) if args.model else default_model()
     settings = read_run_settings(folder)

@@ -85,3 +85,30 @@ def test_cli_drops_only_the_torchvision_fallback_note():
 
     assert not logger.filter(record("`CLIPImageProcessor` requires torchvision (not installed); falling back"))
     assert logger.filter(record("something else worth seeing"))
+
+
+@pytest.mark.parametrize("flags, named", [(["--steps", "0"], "--steps 0"), (["--steps", "-2"], "--steps -2"),
+                                          (["--guidance", "-1"], "--guidance -1"),
+                                          (["--num-images", "0"], "--num-images 0")])
+def test_sample_refuses_out_of_range_flags(tmp_path, capsys, flags, named):
+    from flashdistill.cli import main
+
+    assert main(["sample", "--prompt", "a red circle", "--out", str(tmp_path / "s"), *flags]) == 2
+    assert named in capsys.readouterr().err and not (tmp_path / "s").exists()
+
+
+def test_eval_images_with_a_caption_outside_the_world_names_file_and_line(tmp_path, capsys):
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from flashdistill.cli import main
+
+    for name in ("a.png", "b.png"):
+        Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / name)
+    (tmp_path / "captions.jsonl").write_text(json.dumps({"file": "a.png", "prompt": "a red circle"}) + "\n"
+                                             + json.dumps({"file": "b.png", "prompt": "a photo of a cat"}) + "\n")
+    assert main(["eval", "--images", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "captions.jsonl:2" in err and "a photo of a cat" in err and "Traceback" not in err
