@@ -20,7 +20,7 @@ def main() -> int:
     from flashdistill.demo import comparison_grid
     from flashdistill.eval.model_eval import evaluate_seeds, scores_json
     from flashdistill.eval.noised_start import noised_start_scores
-    from flashdistill.eval.protocol import parse_seeds
+    from flashdistill.eval.protocol import format_fd, format_score, parse_seeds
     from flashdistill.pipelines.folders import guidance_of, load_pipeline, read_run_settings
     from flashdistill.pipelines.generate import load_setup
     from flashdistill.shapes import CATEGORIES
@@ -53,10 +53,8 @@ def main() -> int:
                 results[key] = r
                 tr, ho = r["train"], r["heldout"]
                 cats = " | ".join(f"{tr['categories'].get(c, float('nan')):.2f}" for c in CATEGORIES)
-                fd = f"{tr['fd']:.1f} [{tr['fd_ci95'][0]:.1f}, {tr['fd_ci95'][1]:.1f}]" if "fd" in tr else "–"
-                lines.append(f"| {'no' if drop_t5 else 'yes'} | {guidance} | {steps} | {tr['shapes_eval']:.3f} "
-                             f"[{tr['ci95'][0]:.3f}, {tr['ci95'][1]:.3f}] | {ho['shapes_eval']:.3f} "
-                             f"[{ho['ci95'][0]:.3f}, {ho['ci95'][1]:.3f}] | {cats} | {fd} | "
+                lines.append(f"| {'no' if drop_t5 else 'yes'} | {guidance} | {steps} | {format_score(tr)} | "
+                             f"{format_score(ho)} | {cats} | {format_fd(tr)} | "
                              f"{tr.get('precision', float('nan')):.2f} | {tr.get('recall', float('nan')):.2f} | "
                              f"{r['seconds_per_image'] * 1000:.1f} |")
             name = f"teacher_grids/t5_{'no' if drop_t5 else 'yes'}_cfg_{guidance}.png"

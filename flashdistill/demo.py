@@ -86,7 +86,7 @@ def comparison_grid(rows: dict[str, object], path: Path, n: int = 8) -> Path:
 def run(args) -> int:
     from .data.generate import GenerateConfig
     from .eval.model_eval import evaluate_seeds, scores_json
-    from .eval.protocol import parse_seeds
+    from .eval.protocol import format_fd, format_score, parse_seeds
     from .pipelines.folders import guidance_of, read_run_settings
     from .shapes.nano import teacher_path
     from .shapes.prompt_file import write_prompts
@@ -121,15 +121,12 @@ def run(args) -> int:
         pictures[label] = res.pop("images")
         results[label] = res
 
-    def ci(s):
-        return f"{s['shapes_eval']:.3f} [{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}]"
-
     lines = ["| setting | ShapesEval (train) [95% CI] | ShapesEval (held-out) [95% CI] | FD [95% CI] | ms / image |",
              "|---|---|---|---|---|"]
     for label, res in results.items():
         tr = res["train"]
-        fd = f"{tr['fd']:.1f} [{tr['fd_ci95'][0]:.1f}, {tr['fd_ci95'][1]:.1f}]" if "fd" in tr else "–"
-        lines.append(f"| {label} | {ci(tr)} | {ci(res['heldout'])} | {fd} | {res['seconds_per_image'] * 1000:.1f} |")
+        lines.append(f"| {label} | {format_score(tr)} | {format_score(res['heldout'])} | {format_fd(tr)} | "
+                     f"{res['seconds_per_image'] * 1000:.1f} |")
     n_train = results[next(iter(results))]["train"]["n_prompts"]
     table = "\n".join(lines)
     grid = comparison_grid(pictures, out / "comparison.png")

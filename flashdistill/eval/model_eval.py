@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .protocol import EVAL_SEEDS, bootstrap_ci, t_interval
+from .protocol import EVAL_SEEDS, bootstrap_ci, format_fd, format_score, t_interval
 
 __all__ = ["evaluate_images", "evaluate_model", "evaluate_seeds", "scores_json", "add_args", "run"]
 
@@ -182,15 +182,8 @@ def _table(rows: dict[str, dict]) -> str:
     for split, s in rows.items():
         cats = s.get("categories", s)
         cells = [f"{cats[c]:.3f}" if c in cats else "–" for c in CATEGORIES]
-        if "shapes_eval" in s:
-            overall = f"{s['shapes_eval']:.3f} [{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}]"
-        else:
-            overall = f"{s['overall']:.3f}"
-        fd = "–"
-        if "fd_ci95" in s:
-            fd = f"{s['fd']:.1f} [{s['fd_ci95'][0]:.1f}, {s['fd_ci95'][1]:.1f}]"
-        elif "fd" in s:
-            fd = f"{s['fd']:.2f}"
+        overall = format_score(s) if "shapes_eval" in s else f"{s['overall']:.3f}"
+        fd = format_fd(s) if "fd_ci95" in s else (f"{s['fd']:.2f}" if "fd" in s else "–")
         lines.append(f"| {split} | {overall} | " + " | ".join(cells) + f" | {fd} |")
     return "\n".join(lines)
 

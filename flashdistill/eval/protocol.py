@@ -17,7 +17,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["EVAL_SEEDS", "SELECTION_SEEDS", "parse_seeds", "bootstrap_ci", "t_interval", "summary_row"]
+__all__ = ["EVAL_SEEDS", "SELECTION_SEEDS", "parse_seeds", "bootstrap_ci", "t_interval", "summary_row", "format_score",
+           "format_fd"]
 
 EVAL_SEEDS = (1, 2, 3, 4)
 SELECTION_SEEDS = (0,)
@@ -69,6 +70,18 @@ def t_interval(values: Sequence[float]) -> tuple[float, float, float]:
         return float(v[0]), float("nan"), float("nan")
     half = _T975.get(len(v) - 1, 1.96) * v.std(ddof=1) / math.sqrt(len(v))
     return float(v.mean()), float(v.mean() - half), float(v.mean() + half)
+
+
+def format_score(entry: dict) -> str:
+    """``"0.643 [0.604, 0.685]"`` for an entry with ``shapes_eval`` and ``ci95``."""
+    return f"{entry['shapes_eval']:.3f} [{entry['ci95'][0]:.3f}, {entry['ci95'][1]:.3f}]"
+
+
+def format_fd(entry: dict) -> str:
+    """``"69.4 [52.1, 86.7]"`` for an entry with ``fd`` and ``fd_ci95``, ``"–"`` without FD."""
+    if "fd" not in entry:
+        return "–"
+    return f"{entry['fd']:.1f} [{entry['fd_ci95'][0]:.1f}, {entry['fd_ci95'][1]:.1f}]"
 
 
 def summary_row(result: dict) -> dict:

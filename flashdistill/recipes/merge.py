@@ -17,7 +17,7 @@ import torch
 
 from ..config import ConfigError
 from ..errors import DataError
-from ..eval.protocol import EVAL_SEEDS, SELECTION_SEEDS, parse_seeds
+from ..eval.protocol import EVAL_SEEDS, SELECTION_SEEDS, format_score, parse_seeds
 
 __all__ = ["interpolate_state", "add_args", "run"]
 
@@ -89,8 +89,7 @@ def run(args) -> int:
     if report and len(rows) > 1:
         res = evaluate_seeds(args.low, report, args.n_per_category, splits=("train",), pipe=low_pipe)["train"]
         reported = {"seeds": report, "shapes_eval": res["shapes_eval"], "ci95": res["ci95"], "fd": res.get("fd")}
-        print(f"chosen ratio on report seeds {report}: ShapesEval {res['shapes_eval']:.3f} "
-              f"[{res['ci95'][0]:.3f}, {res['ci95'][1]:.3f}]")
+        print(f"chosen ratio on report seeds {report}: ShapesEval {format_score(res)}")
     out = Path(args.out)
     if out.exists():
         shutil.rmtree(out)
@@ -105,13 +104,12 @@ def run(args) -> int:
     table = [f"Chosen on selection seed sets {selection} ({args.n_per_category} prompts per category each).", "",
              "| low : high | ShapesEval [95% CI] | FD |", "|---|---|---|"]
     for r in rows:
-        score = "–" if r["shapes_eval"] is None else f"{r['shapes_eval']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]"
+        score = "–" if r["shapes_eval"] is None else format_score(r)
         fd = "–" if r["fd"] is None else f"{r['fd']:.2f}"
         table.append(f"| {r['ratio_low']:.1f} : {1 - r['ratio_low']:.1f} | {score} | {fd} |")
     if reported:
         table += ["", f"Chosen ratio {best['ratio_low']:.1f} : {1 - best['ratio_low']:.1f} on report seed sets "
-                      f"{report}: ShapesEval {reported['shapes_eval']:.3f} [{reported['ci95'][0]:.3f}, "
-                      f"{reported['ci95'][1]:.3f}]."]
+                      f"{report}: ShapesEval {format_score(reported)}."]
     (out / "merge_sweep.md").write_text("\n".join(table) + "\n")
     print(f"best ratio {best['ratio_low']:.2f}:{1 - best['ratio_low']:.2f}; merged student written to {out}")
     return 0

@@ -58,6 +58,7 @@ class Parts:
     draws: object  # training.draws.GlobalDraws
     refresh_gen: torch.Generator  # shared by all processes: the same heads are refreshed everywhere
     sampler: GridSampler  # the student steps this run trains
+    losses: dict  # built once from the config: dmd, fm, g_adv, d_adv, gram
 
     @property
     def device(self) -> torch.device:
@@ -98,7 +99,10 @@ def setup(cfg):
         disc = run.add_model("disc", heads, cfg.disc_optim)
     parts = Parts(cfg, run, grid, teacher, SD3Adapter(teacher_net), student, proxy, disc,
                   run.draws("draws", cfg.seed), run.generator("refresh", cfg.seed + 1, per_process=False),
-                  _trained_steps(cfg, grid))
+                  _trained_steps(cfg, grid),
+                  {"dmd": DMDLoss(normalise=cfg.dmd_normaliser == "mean_abs"), "fm": FlowMatchingLoss(None),
+                   "g_adv": GeneratorAdvLoss(cfg.adv_loss), "d_adv": DiscriminatorAdvLoss(cfg.adv_loss),
+                   "gram": GramLoss()})
     return parts, pipe, settings, data, ema
 
 
@@ -166,12 +170,12 @@ def generator_step(parts: Parts, mb: dict, fakes: list) -> dict[str, torch.Tenso
                 mask = torch.ones_like(t_s)
             # one step for the whole batch landing at 0 (the same on every process): skip the wasted scores
             if not (cfg.timestep_sharing and cfg.steps_per_batch and float(mb["t_score"][0]) <= 0):
-                out = DMDLoss(normalise=cfg.dmd_normaliser == "mean_abs")(parts.teacher, proxy, x0_s, x_t, t_s, cond)
+                out = parts.losses["dmd"](parts.teacher, proxy, x0_s, x_t, t_s, cond)
                 terms["dmd"] = cfg.dmd_weight * (out.loss * mask).mean()  # masked samples count as 0
                 run.log(**out.logs)
         if parts.disc is not None:
             feats = disc_features(proxy, x0_s, cfg.disc_t_star, cond, cfg.disc_blocks, _level_major(mb["d_noise_g"]))
-            out = GeneratorAdvLoss(cfg.adv_loss)(parts.disc.module(feats), num_levels=len(cfg.disc_t_star))
+            out = parts.losses["g_adv"](parts.disc.module(feats), num_levels=len(cfg.disc_t_star))
             terms["adv"] = cfg.adv_weight * out.loss.mean()
         if cfg.gram_weight > 0:
             t_g = torch.full_like(t, cfg.gram_t)
@@ -179,7 +183,7 @@ def generator_step(parts: Parts, mb: dict, fakes: list) -> dict[str, torch.Tenso
             with torch.no_grad():  # the teacher sample of the same prompt and noise is the target
                 f_t = parts.teacher_plain.features(interpolate(mb["latents"], mb["g_noise"], t_g), t_g, cond,
                                                    cfg.gram_blocks)
-            terms["gram"] = cfg.gram_weight * GramLoss()(f_s, f_t).loss.mean()
+            terms["gram"] = cfg.gram_weight * parts.losses["gram"](f_s, f_t).loss.mean()
     return terms
 
 
@@ -192,8 +196,7 @@ def student_samples(parts: Parts, mb: dict) -> torch.Tensor:
 
 def proxy_step(parts: Parts, mb: dict) -> dict[str, torch.Tensor]:
     """Flow matching of the proxy on detached student samples (the fake score tracks the student)."""
-    out = FlowMatchingLoss(None)(SD3Adapter(parts.proxy.model), mb["fake"], mb["cond"], noise=mb["fm_noise"],
-                                 t=mb["fm_t"])
+    out = parts.losses["fm"](SD3Adapter(parts.proxy.model), mb["fake"], mb["cond"], noise=mb["fm_noise"], t=mb["fm_t"])
     parts.run.log(**out.logs)
     return {"fm": out.loss.mean()}
 
@@ -210,8 +213,8 @@ def disc_step(parts: Parts, mb: dict) -> dict[str, torch.Tensor]:
                               Conditioning.cat([cond, cond]), cfg.disc_blocks,
                               paired.reshape(levels * 2 * b, *real.shape[1:]))
     logits = [lg.view(levels, 2, b) for lg in parts.disc.model(feats)]
-    out = DiscriminatorAdvLoss(cfg.adv_loss)([lg[:, 0].reshape(-1) for lg in logits],
-                                             [lg[:, 1].reshape(-1) for lg in logits], num_levels=levels)
+    out = parts.losses["d_adv"]([lg[:, 0].reshape(-1) for lg in logits], [lg[:, 1].reshape(-1) for lg in logits],
+                                num_levels=levels)
     parts.run.log(**{k: v for k, v in out.logs.items() if "/head" not in k})
     return {"disc": out.loss.mean()}
 
