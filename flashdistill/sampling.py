@@ -39,23 +39,31 @@ class CFG:
     """Classifier-free guidance as a model wrapper: ``v = v_u + scale·(v_c − v_u)``.
 
     The conditional and unconditional branches run in one batched call (unconditional first, as diffusers
-    does). ``null_cond`` is the unconditional conditioning for a batch of 1 or of B; ``scale <= 1`` with
-    ``skip_if_le_one`` calls the model once on ``cond`` only.
+    does). ``null_cond`` is the unconditional conditioning for a batch of 1 or of B. ``scale`` is one number or a
+    per-sample ``(B,)`` tensor (Flash Diffusion draws ω per sample); a number ``<= 1`` with ``skip_if_le_one``
+    calls the model once on ``cond`` only.
     """
 
-    def __init__(self, model, null_cond: Conditioning, scale: float, skip_if_le_one: bool = True):
-        self.model, self.null_cond, self.scale = model, null_cond, float(scale)
+    def __init__(self, model, null_cond: Conditioning, scale, skip_if_le_one: bool = True):
+        self.model, self.null_cond = model, null_cond
+        self.scale = scale.detach() if torch.is_tensor(scale) else float(scale)
         self.skip_if_le_one = skip_if_le_one
 
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
-        if self.skip_if_le_one and self.scale <= 1.0:
+        per_sample = torch.is_tensor(self.scale)
+        if self.skip_if_le_one and not per_sample and self.scale <= 1.0:
             return self.model(x_t, t, cond)
         b = x_t.shape[0]
         null = self.null_cond if len(self.null_cond) == b else self.null_cond.repeat(b // len(self.null_cond))
         both = Conditioning.cat([null.to(x_t.device), cond])
         v = self.model(torch.cat([x_t, x_t]), torch.cat([t, t]), both)
         v_u, v_c = v.chunk(2)
-        return v_u + self.scale * (v_c - v_u)
+        scale = self.scale
+        if per_sample:
+            if scale.shape != (b,):
+                raise ValueError(f"per-sample guidance must have shape ({b},), got {tuple(scale.shape)}")
+            scale = scale.to(device=v.device, dtype=v.dtype).reshape(b, *([1] * (v.ndim - 1)))
+        return v_u + scale * (v_c - v_u)
 
 
 def _grid(timesteps, x: torch.Tensor) -> torch.Tensor:

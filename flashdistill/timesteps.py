@@ -114,48 +114,65 @@ class GridSampler:
         return self.allowed.to(on)[pick].to(device)
 
 
-# Flash Diffusion (arXiv 2406.02347): mode weights on t = 1/4, 1/2, 3/4, 1 per training phase. The first row is
-# the warm-up, which trains only the two noisiest modes.
+# Flash Diffusion (arXiv 2406.02347, Eq. 7 and App. A): weights of the four modes at 1/4, 1/2, 3/4 and all of the
+# K-point grid (t = 0.25, 0.5, 0.75, 1 for a flow model) per training phase. The first row is the warm-up on the
+# two least-noisy modes; each later phase moves mass toward full noise while the four inference timesteps stay
+# over-sampled. (The official configs list the same numbers against a noise-first index, i.e. reversed.)
 FLASH_MODE_WEIGHTS: tuple[tuple[float, float, float, float], ...] = (
-    (0.0, 0.0, 0.5, 0.5),
-    (0.1, 0.3, 0.3, 0.3),
+    (0.5, 0.5, 0.0, 0.0),
+    (0.3, 0.3, 0.3, 0.1),
     (0.25, 0.25, 0.25, 0.25),
-    (0.4, 0.2, 0.2, 0.2),
+    (0.2, 0.2, 0.2, 0.4),
 )
 
 
 class FlashMixture:
-    """Flash Diffusion's phased timestep distribution.
+    """Flash Diffusion's phased timestep distribution (Eq. 7) over a K-point grid.
 
-    ``K`` equally spaced timesteps ``t_j = j/K`` (j = 1..K). Their probabilities follow a mixture of Gaussians
-    centred on the four modes ``t = 1/4, 1/2, 3/4, 1`` (indices K/4, K/2, 3K/4, K) with standard deviation
-    ``sqrt(0.5 / K^2)`` in ``t`` units (``sqrt(0.5)`` in index units), weighted per phase by
-    :data:`FLASH_MODE_WEIGHTS` (or custom ``mode_weights``). ``set_phase(p)`` switches the weights.
+    The grid holds ``K`` equally spaced points ``j/K`` (j = 1..K) of the teacher's own index range. Their
+    probabilities are one Gaussian mixture ``Σ_k β_k N(j; μ_k, var)`` with modes ``μ = K/4, K/2, 3K/4, K`` and
+    variance ``var`` in index units (the paper's ``σ = sqrt(0.5 / K²)`` in fractions of the range), normalised
+    once over the K points. ``β`` is the current phase's row of ``mode_weights`` (``set_phase``).
+
+    ``to_flow`` maps fractions of the index range (a ``(K,)`` float64 tensor in (0, 1]) to flow times: the
+    identity for flow models; for variance-preserving teachers, whose modes are fractions of the DDPM index range,
+    the adapter's mapping (index 999 of SD1.5 is flow t 0.94). :meth:`sample_index` returns ``j``, ``__call__``
+    the flow times ``to_flow(j/K)``.
     """
 
     def __init__(self, K: int = 32, mode_weights: Sequence[Sequence[float]] = FLASH_MODE_WEIGHTS,
-                 var: float = 0.5, phase: int = 0):
+                 var: float = 0.5, phase: int = 0, to_flow=None):
         if K < 4 or K % 4:
             raise ValueError(f"K must be a positive multiple of 4, got {K}")
+        if var <= 0:
+            raise ValueError(f"var must be > 0, got {var}")
         for row in mode_weights:
             if len(row) != 4 or any(w < 0 for w in row) or not math.isclose(sum(row), 1.0, abs_tol=1e-6):
                 raise ValueError(f"each mode-weight row needs 4 non-negative weights summing to 1, got {row}")
         self.K, self.var = K, var
         self.mode_weights = [list(map(float, r)) for r in mode_weights]
-        self.timesteps = torch.arange(1, K + 1, dtype=torch.float64) / K
+        fractions = torch.arange(1, K + 1, dtype=torch.float64) / K
+        self.timesteps = (to_flow(fractions) if to_flow is not None else fractions).to(torch.float64)
+        if self.timesteps.shape != (K,) or not bool((self.timesteps[1:] > self.timesteps[:-1]).all()):
+            raise ValueError("to_flow must map the K grid fractions to increasing flow times")
         self.set_phase(phase)
 
     @property
     def std(self) -> float:
+        """The modes' standard deviation in fractions of the index range, ``sqrt(var / K²)``."""
         return math.sqrt(self.var / self.K**2)
 
+    @property
+    def num_phases(self) -> int:
+        return len(self.mode_weights)
+
     def probs_for(self, phase: int) -> torch.Tensor:
-        """Probability of each of the K timesteps in ``phase``, shape ``(K,)``."""
-        weights = torch.tensor(self.mode_weights[min(phase, len(self.mode_weights) - 1)], dtype=torch.float64)
-        centres = torch.tensor([0.25, 0.5, 0.75, 1.0], dtype=torch.float64)
-        dens = torch.exp(-0.5 * ((self.timesteps[:, None] - centres[None]) / self.std) ** 2)
-        dens = dens / dens.sum(0, keepdim=True)  # each mode is a distribution over the K timesteps
-        return dens @ weights
+        """Probability of each of the K grid points in ``phase`` (the last row holds after it), shape ``(K,)``."""
+        weights = torch.tensor(self.mode_weights[min(phase, self.num_phases - 1)], dtype=torch.float64)
+        index = torch.arange(1, self.K + 1, dtype=torch.float64)
+        centres = torch.tensor([0.25, 0.5, 0.75, 1.0], dtype=torch.float64) * self.K
+        dens = torch.exp(-0.5 * (index[:, None] - centres[None]) ** 2 / self.var) @ weights
+        return dens / dens.sum()  # one mixture, normalised once over the grid
 
     def set_phase(self, phase: int) -> None:
         if phase < 0:
@@ -163,7 +180,12 @@ class FlashMixture:
         self.phase = phase
         self.probs = self.probs_for(phase)
 
-    def __call__(self, batch_size: int, generator=None, device=None) -> torch.Tensor:
+    def sample_index(self, batch_size: int, generator=None, device=None) -> torch.Tensor:
+        """Grid indices ``j`` in 1..K, ``(B,)`` long."""
         on = draw_device(generator, device)
         idx = torch.multinomial(self.probs.float().to(on), batch_size, replacement=True, generator=generator)
-        return self.timesteps.to(on)[idx].float().to(device)
+        return (idx + 1).to(device)
+
+    def __call__(self, batch_size: int, generator=None, device=None) -> torch.Tensor:
+        j = self.sample_index(batch_size, generator=generator, device=device)
+        return self.timesteps.to(j.device)[j - 1].float()

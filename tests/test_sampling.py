@@ -75,6 +75,13 @@ def test_cfg_wrapper_batched_formula():
     torch.testing.assert_close(v, torch.full_like(x, 0.5 + 4.0 * (2.0 - 0.5)))
     CFG(model, null, 1.0)(x, t, cond)
     assert calls[-1] == 3  # scale <= 1 skips the unconditional branch
+    # per-sample scales (Flash Diffusion's ω ~ U[ω_min, ω_max]): each sample gets its own, 1 included
+    scale = torch.tensor([1.0, 3.0, 7.5])
+    v = CFG(model, null, scale)(x, t, cond)
+    assert calls[-1] == 6
+    torch.testing.assert_close(v, (0.5 + scale * 1.5).reshape(3, 1, 1, 1).expand_as(x))
+    with pytest.raises(ValueError, match=r"\(3,\)"):
+        CFG(model, null, torch.ones(2))(x, t, cond)
 
 
 def test_grid_validation():

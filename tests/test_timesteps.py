@@ -45,27 +45,43 @@ def test_grid_sampler_split_ranges():
 
 @pytest.mark.parametrize("phase", range(len(FLASH_MODE_WEIGHTS)))
 def test_flash_mixture_mass_on_modes(phase):
+    """Eq. 7 as one mixture: each mode's share of the draws is its weight times its (edge-truncated) mass."""
     K = 32
     dist = FlashMixture(K=K, phase=phase)
     torch.testing.assert_close(dist.probs.sum(), torch.tensor(1.0, dtype=torch.float64))
+    w = torch.tensor(FLASH_MODE_WEIGHTS[phase], dtype=torch.float64)
+    # a Gaussian of variance 0.5 on the integer grid: the mode at K loses its upper half (one-sided)
+    one = torch.exp(-torch.arange(-4, 5, dtype=torch.float64) ** 2)  # exp(-d²/(2·0.5))
+    mass = torch.tensor([one.sum(), one.sum(), one.sum(), one[:5].sum()])
+    expected = w * mass / (w * mass).sum()
     t = dist(200_000, generator=torch.Generator().manual_seed(phase))
     idx = (t * K).round().long()  # 1..K
-    for mode, w in zip((K // 4, K // 2, 3 * K // 4, K), FLASH_MODE_WEIGHTS[phase]):
-        near = ((idx - mode).abs() <= 1).float().mean().item()
-        # sigma = sqrt(.5) index units: ±1 index holds ~0.96 of a mode's mass (~0.78 for the edge mode at K,
-        # which is one-sided but renormalised)
-        assert abs(near - w) < 0.03 + 0.05 * w, (mode, near, w)
-    far = torch.ones_like(idx, dtype=torch.bool)
-    for mode in (K // 4, K // 2, 3 * K // 4, K):
-        far &= (idx - mode).abs() > 2
-    assert far.float().mean() < 0.005
+    for k, mode in enumerate((K // 4, K // 2, 3 * K // 4, K)):
+        near = ((idx - mode).abs() <= 2).float().mean().item()
+        assert abs(near - expected[k].item()) < 0.01, (mode, near, expected[k].item())
+        assert (idx == mode).float().mean().item() >= 0.5 * expected[k].item()  # sharp: 56% of a mode on its own point
 
 
-def test_flash_mixture_warmup_only_noisy_modes():
+def test_flash_mixture_warmup_on_least_noisy_modes():
+    """The warm-up trains only t <= 0.5 (the modes at 1/4 and 1/2); the last phase puts the most mass at t = 1."""
     dist = FlashMixture(K=16, phase=0)
     t = dist(50_000, generator=torch.Generator().manual_seed(1))
-    assert (t < 0.6).float().mean() < 0.002
+    assert (t > 0.5 + 1.5 / 16).float().mean() < 0.01  # beyond the first neighbour of the mode at 1/2: ~e^-4
+    assert (t <= 0.5).float().mean() > 0.85 and abs((t <= 0.35).float().mean().item() - 0.5) < 0.02
     dist.set_phase(3)
-    assert (dist(50_000, generator=torch.Generator().manual_seed(1)) < 0.3).float().mean() > 0.3
+    late = dist(50_000, generator=torch.Generator().manual_seed(1))
+    assert (late == 1.0).float().mean() > 0.2 and (late == 1.0).float().mean() > (late == 0.25).float().mean()
+    assert dist.sample_index(8, generator=torch.Generator().manual_seed(0)).dtype == torch.long
     with pytest.raises(ValueError):
         FlashMixture(K=10)
+
+
+def test_flash_mixture_maps_fractions_through_to_flow():
+    """For VP teachers the modes are fractions of the DDPM index range, mapped to flow time by the adapter."""
+    to_flow = lambda f: 0.9 * f**0.5  # noqa: E731 - any increasing map
+    dist = FlashMixture(K=8, phase=2, to_flow=to_flow)
+    torch.testing.assert_close(dist.timesteps, to_flow(torch.arange(1, 9, dtype=torch.float64) / 8))
+    t = dist(1000, generator=torch.Generator().manual_seed(0))
+    assert set(t.double().round(decimals=5).tolist()) <= set(dist.timesteps.round(decimals=5).tolist())
+    with pytest.raises(ValueError, match="increasing"):
+        FlashMixture(K=8, to_flow=lambda f: 1 - f)

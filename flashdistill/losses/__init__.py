@@ -3,7 +3,7 @@
 least fp32 (bf16/fp16 inputs are promoted; fp64 stays fp64, for the maths tests)."""
 
 from .adversarial import ADV_KINDS, DiscriminatorAdvLoss, GeneratorAdvLoss
-from .distillation import DistillationLoss
+from .distillation import DistillationLoss, k_grid_paths, k_grid_solution
 from .dmd import DMDLoss, dmd_gradient, dmd_normaliser, renoised_point
 from .flow_matching import FlowMatchingLoss
 from .gram import GramLoss, gram_matrix
@@ -14,6 +14,8 @@ __all__ = [
     "DMDLoss",
     "DiscriminatorAdvLoss",
     "DistillationLoss",
+    "k_grid_paths",
+    "k_grid_solution",
     "FlowMatchingLoss",
     "GeneratorAdvLoss",
     "GramLoss",
