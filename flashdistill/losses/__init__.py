@@ -7,10 +7,13 @@ from .distillation import DistillationLoss, k_grid_paths, k_grid_solution
 from .dmd import DMDLoss, dmd_gradient, dmd_normaliser, renoised_point
 from .flow_matching import FlowMatchingLoss
 from .gram import GramLoss, gram_matrix
+from .perceptual import DecodedDistance, feature_compare
 from .trajectory import TrajectoryLoss, teacher_segment
 
 __all__ = [
     "ADV_KINDS",
+    "DecodedDistance",
+    "feature_compare",
     "DMDLoss",
     "DiscriminatorAdvLoss",
     "DistillationLoss",

@@ -23,9 +23,12 @@ __all__ = ["DistillationLoss", "k_grid_solution", "k_grid_paths"]
 
 
 def k_grid_paths(j: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-    """Per-sample Euler grids ``(B, J+1)`` (``J = max j``): sample b stands still at ``grid[j_b]`` (zero-length
-    steps, so no network is ever asked about t = 0) and then goes ``grid[j_b], grid[j_b − 1], …, grid[0]``. ``grid`` is the ``(K+1,)`` increasing flow times of the K-point
-    grid with ``grid[0]`` its end (0 for flow models)."""
+    """Per-sample Euler grids ``(B, J+1)``, ``J = max j``.
+
+    Sample b stands still at ``grid[j_b]`` (zero-length steps, so no network is asked about t = 0) and then goes
+    ``grid[j_b], grid[j_b − 1], …, grid[0]``. ``grid`` holds the ``(K+1,)`` increasing flow times of the K-point
+    grid, ``grid[0]`` its end (0 for flow models).
+    """
     j = j.to("cpu", torch.long)
     grid = torch.as_tensor(grid, dtype=torch.float64).cpu()
     if j.min() < 1 or j.max() >= len(grid):

@@ -11,8 +11,8 @@ from contextlib import contextmanager
 
 from torch import nn
 
-__all__ = ["SD3_TARGETS", "UNET_TARGETS", "add_lora", "teacher_mode", "merge_lora", "count_parameters",
-           "lora_state_dict"]
+__all__ = ["SD3_TARGETS", "UNET_TARGETS", "add_lora", "teacher_mode", "AdaptersOff", "merge_lora",
+           "count_parameters", "lora_state_dict", "lora_metadata"]
 
 # Suffix names: peft matches them in every block, including SD3.5's dual-attention ``attn2.*`` modules, which
 # target lists written as ``attn.to_q`` miss.
@@ -45,6 +45,32 @@ def teacher_mode(model: nn.Module):
         yield model
     finally:
         model.enable_adapters()
+
+
+class AdaptersOff:
+    """The frozen teacher of a LoRA student: calls ``model`` (an adapter, ``model(x_t, t, cond) -> v``, with
+    ``features``/``feature_maps``) with the adapters of ``module`` disabled for the duration of each call."""
+
+    def __init__(self, model, module: nn.Module):
+        self.model, self.module = model, module
+
+    def __call__(self, *args, **kwargs):
+        with teacher_mode(self.module):
+            return self.model(*args, **kwargs)
+
+    def features(self, *args, **kwargs):
+        with teacher_mode(self.module):
+            return self.model.features(*args, **kwargs)
+
+    def feature_maps(self, *args, **kwargs):
+        with teacher_mode(self.module):
+            return self.model.feature_maps(*args, **kwargs)
+
+
+def lora_metadata(model: nn.Module, adapter_name: str = "default") -> dict:
+    """The adapter's peft config as a dict (rank, alpha, targets): saved beside the weights so that
+    ``load_lora_weights`` restores the trained scale ``alpha / r``."""
+    return model.peft_config[adapter_name].to_dict()
 
 
 def merge_lora(model: nn.Module, scale: float = 1.0) -> nn.Module:

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..types import Conditioning
+from .conv_disc import tokens_to_map
 from .taps import FeatureTap
 
 __all__ = ["SD3Adapter", "SD3TextEncoder", "image_tokens"]
@@ -75,6 +76,14 @@ class SD3Adapter(nn.Module):
         with FeatureTap(modules, image_tokens, stop_after_last=stop_early) as tap:
             self(x_t, t, cond)
         return tap.result()
+
+    def feature_maps(self, x_t: torch.Tensor, t: torch.Tensor, cond: Conditioning, blocks: Sequence[int],
+                     stop_early: bool = True) -> list[torch.Tensor]:
+        """The image tokens of ``blocks`` on their patch grid, ``(B, D, H/p, W/p)`` each (Flash Diffusion's
+        discriminator input)."""
+        p = self.transformer.config.patch_size
+        h, w = x_t.shape[-2] // p, x_t.shape[-1] // p
+        return [tokens_to_map(f, h, w) for f in self.features(x_t, t, cond, blocks, stop_early)]
 
     def forward_with_features(self, x_t, t, cond, blocks: Sequence[int]):
         """``(v, features)`` from one full forward pass."""

@@ -46,5 +46,9 @@ class LatentCodec:
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.decode_with_grad(latents)
+
+    def decode_with_grad(self, latents: torch.Tensor) -> torch.Tensor:
+        """``decode`` keeping the graph into ``latents`` (perceptual losses on decoded images)."""
         z = latents.to(self.vae.device, self.dtype) / self.scale + self.shift
         return self.vae.decode(z, return_dict=False)[0].float()

@@ -11,7 +11,7 @@ from ..config import ConfigError
 from ..errors import DataError
 
 __all__ = ["RUN_SETTINGS_FILE", "DEFAULT_GUIDANCE", "read_run_settings", "guidance_of", "load_pipeline",
-           "resolve_model"]
+           "resolve_model", "is_lora_folder"]
 
 RUN_SETTINGS_FILE = "flashdistill.json"
 DEFAULT_GUIDANCE = 4.5  # for folders without a recorded CFG scale (plain diffusers folders)
@@ -44,8 +44,18 @@ def resolve_model(name: str | Path | None) -> Path:
     return teacher_path() if name in (None, "sd3-nano") else Path(name)
 
 
-def load_pipeline(folder: str | Path, drop_t5: bool = False, dtype=None):
-    """Stock ``StableDiffusion3Pipeline.from_pretrained`` (offline), optionally without T5."""
+def is_lora_folder(folder: str | Path) -> bool:
+    """A LoRA student folder (``flashdistill.json`` with ``kind: lora``, adapter weights, no pipeline)."""
+    folder = Path(folder)
+    return not (folder / "model_index.json").exists() and read_run_settings(folder).get("kind") == "lora"
+
+
+def load_pipeline(folder: str | Path, drop_t5: bool = False, dtype=None, lora: str | Path | None = None):
+    """Stock ``StableDiffusion3Pipeline.from_pretrained`` (offline), optionally without T5.
+
+    A LoRA student folder (``is_lora_folder``) loads its recorded base teacher, then ``load_lora_weights`` and the
+    scheduler shift it was trained for; ``lora=`` does the same on top of ``folder``.
+    """
     import torch
     import transformers
     from diffusers import StableDiffusion3Pipeline
@@ -54,9 +64,29 @@ def load_pipeline(folder: str | Path, drop_t5: bool = False, dtype=None):
     diffusers_logging.disable_progress_bar()  # per-component loading bars drown the job's own progress
     transformers.utils.logging.disable_progress_bar()
     folder = Path(folder)
+    if lora is None and is_lora_folder(folder):
+        lora, folder = folder, read_run_settings(folder).get("base", "sd3-nano")
+        if folder == "tiny":
+            from ..models.tiny import tiny_sd3_pipeline
+
+            pipe = tiny_sd3_pipeline(seed=0)
+            pipe.set_progress_bar_config(disable=True)
+            return _with_lora(pipe, Path(lora))
+        folder = resolve_model(folder)
     if not (folder / "model_index.json").exists():
         raise ConfigError(f"{folder}: not a diffusers pipeline folder (no model_index.json)")
     kwargs = {"text_encoder_3": None, "tokenizer_3": None} if drop_t5 else {}
     pipe = StableDiffusion3Pipeline.from_pretrained(folder, dtype=dtype or torch.float32, **kwargs)
     pipe.set_progress_bar_config(disable=True)
+    return _with_lora(pipe, Path(lora)) if lora is not None else pipe
+
+
+def _with_lora(pipe, lora: Path):
+    """``pipe.load_lora_weights(lora)`` plus the scheduler shift recorded in its ``flashdistill.json``."""
+    if not any(lora.glob("*.safetensors")):
+        raise ConfigError(f"--lora {lora}: no LoRA weights (*.safetensors) in this folder")
+    pipe.load_lora_weights(lora)
+    shift = read_run_settings(lora).get("scheduler_shift")
+    if shift is not None:
+        pipe.scheduler = pipe.scheduler.from_config(pipe.scheduler.config, shift=float(shift))
     return pipe

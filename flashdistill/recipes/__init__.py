@@ -11,7 +11,7 @@ import importlib
 __all__ = ["RECIPES", "add_args", "run"]
 
 # recipe name (the YAML's `recipe:` key) -> module defining the config class and run_recipe(cfg)
-RECIPES = {"sd35_flash": "flashdistill.recipes.sd35_flash"}
+RECIPES = {"sd35_flash": "flashdistill.recipes.sd35_flash", "flash_diffusion": "flashdistill.recipes.flash_diffusion"}
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:

@@ -1,0 +1,109 @@
+"""Pieces of the Flash Diffusion recipe (:mod:`flashdistill.recipes.flash_diffusion`): the LoRA (or full) student
+and its frozen teacher, the distillation distance, and the folder people run with stock diffusers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from ..errors import ConfigError
+from ..models.lora import SD3_TARGETS, AdaptersOff, add_lora, count_parameters, lora_metadata, lora_state_dict
+from ..models.sd3 import SD3Adapter
+from ..sampling import sigmas_for_pipeline
+from . import common
+
+__all__ = ["build_student", "distill_distance", "save_lora_student", "LORA_WEIGHTS"]
+
+LORA_WEIGHTS = "pytorch_lora_weights.safetensors"  # the name diffusers' save/load_lora_weights use
+
+
+def build_student(cfg, pipe):
+    """``(student_net, teacher, params)``: the trained module, the frozen teacher as an adapter
+    (``teacher(x_t, t, cond) -> v`` with ``feature_maps``), and ``{"trainable", "total"}`` parameter counts.
+
+    ``student: lora`` puts peft adapters on the teacher's own transformer; the teacher is that module with its
+    adapters disabled, so the base weights exist once. ``student: full`` trains a copy of every weight.
+    """
+    base = pipe.transformer.requires_grad_(False).eval()
+    if cfg.student == "lora":
+        targets = cfg.lora_targets or list(SD3_TARGETS)
+        try:
+            net = add_lora(base, rank=cfg.lora_rank, alpha=cfg.lora_alpha, target_modules=targets)
+        except ValueError as err:
+            raise ConfigError(f"lora_targets = {targets}: {err}") from None
+        teacher = AdaptersOff(SD3Adapter(net), net)
+    else:
+        net = common.copy_transformer(base)
+        teacher = SD3Adapter(base)
+    total = count_parameters(base if cfg.student == "full" else net, trainable_only=False)
+    if cfg.student == "lora":
+        total -= count_parameters(net)  # the base's own size, without the adapters
+    return net.train(), teacher, {"trainable": count_parameters(net), "total": total}
+
+
+def distill_distance(cfg, pipe, device):
+    """The distance of Eq. 6: ``None`` (latent MSE), the FD feature network on decoded images (``perceptual``), or
+    LPIPS from local weights (``lpips``)."""
+    if cfg.distill_loss == "mse":
+        return None
+    from ..losses import DecodedDistance, feature_compare
+    from ..models.vae import LatentCodec
+
+    vae = pipe.vae.requires_grad_(False).eval().to(device)
+    codec = LatentCodec(vae)
+    if cfg.distill_loss == "perceptual":
+        from ..eval.fd import FEAT_SIZE, load_feature_net
+
+        net = load_feature_net().requires_grad_(False).to(device)
+        return DecodedDistance(codec.decode_with_grad, feature_compare(net.features, FEAT_SIZE))
+    try:
+        import lpips
+    except ImportError:
+        raise ConfigError("distill_loss: lpips needs the lpips package: pip install 'flashdistill[lpips]'") from None
+    net = lpips.LPIPS(net=cfg.lpips_net, pretrained=False, pnet_rand=True, verbose=False)
+    try:
+        net.load_state_dict(torch.load(cfg.lpips_weights, map_location="cpu", weights_only=True))
+    except (RuntimeError, OSError, KeyError) as err:
+        raise ConfigError(f"lpips_weights {cfg.lpips_weights}: not a state dict of lpips.LPIPS(net="
+                          f"'{cfg.lpips_net}') ({str(err).splitlines()[0]})") from None
+    net = net.requires_grad_(False).eval().to(device)
+    return DecodedDistance(codec.decode_with_grad, lambda a, b: net(a, b).flatten())
+
+
+def _run_settings(cfg, settings: dict, data_meta: dict) -> dict:
+    from ..timesteps import student_grid
+
+    grid = student_grid(cfg.num_steps).tolist()
+    info = {"sigmas": sigmas_for_pipeline(grid), "guidance_scale": 1.0, "num_inference_steps": cfg.num_steps,
+            "recipe": "flash_diffusion"}
+    for key in ("max_sequence_length", "resolution"):
+        value = data_meta.get(key) or settings.get(key)
+        if value:
+            info[key] = value
+    return info
+
+
+def save_lora_student(pipe, net, cfg, settings: dict, data_meta: dict, params: dict) -> Path:
+    """Write the student people run: a LoRA folder (``save_lora_weights`` with its adapter metadata, so stock
+    ``pipe.load_lora_weights(out)`` restores the trained scale) or, for ``student: full``, a pipeline folder.
+    ``flashdistill.json`` records the sigmas, guidance 1, the T5 length, the base teacher and the scheduler
+    shift (1: the sigmas are used unchanged), which ``flashdistill sample``/``eval`` apply."""
+    info = {**_run_settings(cfg, settings, data_meta), "parameters": params}
+    out = Path(cfg.out)
+    if cfg.student == "full":
+        from ..timesteps import student_grid
+
+        common.save_student(pipe, net.eval(), out, student_grid(cfg.num_steps).tolist(), info)
+        return out
+    from diffusers import StableDiffusion3Pipeline
+
+    out.mkdir(parents=True, exist_ok=True)
+    layers = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in lora_state_dict(net).items()}
+    StableDiffusion3Pipeline.save_lora_weights(out, transformer_lora_layers=layers, weight_name=LORA_WEIGHTS,
+                                               transformer_lora_adapter_metadata=lora_metadata(net))
+    base = cfg.teacher if cfg.teacher in ("sd3-nano", "tiny") else str(Path(cfg.teacher).resolve())
+    info.update(kind="lora", base=base, scheduler_shift=1.0)
+    (out / "flashdistill.json").write_text(json.dumps(info, indent=2) + "\n")
+    return out
