@@ -19,11 +19,17 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "sd35_flash"
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="runs/demo", help="run folder for data, students and the report")
+    parser.add_argument("--recipe", choices=["sd35_flash", "flash_diffusion"], default="sd35_flash",
+                        help="which paper's recipe to demonstrate (flash_diffusion: a LoRA student, "
+                        "flashdistill.demo_flash)")
+    parser.add_argument("--out", default=None, help="run folder for data, students and the report "
+                        "(default runs/demo, or runs/demo_flash for --recipe flash_diffusion)")
     parser.add_argument("--teacher", default=None, help="teacher pipeline folder (default: the shipped SD3-nano)")
-    parser.add_argument("--prompts", type=int, default=384, help="teacher samples to distil from")
-    parser.add_argument("--pretrain-steps", type=int, default=150)
-    parser.add_argument("--dmd-steps", type=int, default=150)
+    parser.add_argument("--prompts", type=int, default=384, help="teacher samples (flash_diffusion: real Shapes "
+                        "renders) to distil from")
+    parser.add_argument("--pretrain-steps", type=int, default=150, help="sd35_flash: stage-1 iterations")
+    parser.add_argument("--dmd-steps", type=int, default=150, help="sd35_flash: stage-2 iterations")
+    parser.add_argument("--flash-steps", type=int, default=300, help="flash_diffusion: iterations (4 phases)")
     parser.add_argument("--n-per-category", type=int, default=16, help="evaluation prompts per category")
     parser.add_argument("--seeds", default="1,2,3,4",
                         help="evaluation seed sets: scores are their mean with a 95%% interval")
@@ -83,10 +89,56 @@ def comparison_grid(rows: dict[str, object], path: Path, n: int = 8) -> Path:
     return path
 
 
+def evaluate_rows(settings: dict, seeds, n_per_category: int) -> tuple[dict, dict]:
+    """``{label: (folder, steps, guidance)}`` -> ``(results, pictures)`` under the evaluation protocol."""
+    from .eval.model_eval import evaluate_seeds
+
+    results, pictures = {}, {}
+    for label, (folder, steps, guidance) in settings.items():
+        res = evaluate_seeds(folder, seeds, n_per_category, steps=steps, guidance=guidance)
+        pictures[label] = res.pop("images")
+        results[label] = res
+    return results, pictures
+
+
+def write_report(out: Path, title: str, results: dict, pictures: dict, seeds, n_per_category: int,
+                 command: str) -> Path:
+    """``report.md``, ``comparison.png`` and ``results.json`` of a demo; prints the table."""
+    from .eval.model_eval import scores_json
+    from .eval.protocol import format_fd, format_score
+    from .shapes import eval_prompts
+
+    lines = ["| setting | ShapesEval (train) [95% CI] | ShapesEval (held-out) [95% CI] | FD [95% CI] | ms / image |",
+             "|---|---|---|---|---|"]
+    for label, res in results.items():
+        tr = res["train"]
+        lines.append(f"| {label} | {format_score(tr)} | {format_score(res['heldout'])} | {format_fd(tr)} | "
+                     f"{res['seconds_per_image'] * 1000:.1f} |")
+    n_train = results[next(iter(results))]["train"]["n_prompts"]
+    table = "\n".join(lines)
+    grid = comparison_grid(pictures, out / "comparison.png")
+    train_prompts = [p for p, _ in eval_prompts(n_per_category, seed=seeds[0])]
+    columns = "\n".join(f"{c + 1}. {train_prompts[i]}" for c, i in enumerate(grid_columns(len(train_prompts), 8)))
+    report = out / "report.md"
+    report.write_text(f"# {title}\n\nMeans over evaluation seed sets {seeds} "
+                      f"({n_train} train prompts; noises never those of the training data) with 95% bootstrap "
+                      f"intervals (FD: Student-t over the sets).\n\n{table}\n\n![comparison](comparison.png)\n\n"
+                      f"Same prompts and seeds in every row; the columns' prompts (seed set {seeds[0]}):\n\n"
+                      f"{columns}\n\nRegenerate: `{command}`.\n")
+    (out / "results.json").write_text(scores_json(results))
+    print("\n" + table)
+    print(f"\nreport: {report}  pictures: {grid}")
+    return report
+
+
 def run(args) -> int:
+    if args.recipe == "flash_diffusion":
+        from .demo_flash import run_flash
+
+        return run_flash(args)
+    args.out = args.out or "runs/demo"
     from .data.generate import GenerateConfig
-    from .eval.model_eval import evaluate_seeds, scores_json
-    from .eval.protocol import format_fd, format_score, parse_seeds
+    from .eval.protocol import parse_seeds
     from .pipelines.folders import guidance_of, read_run_settings
     from .shapes.nano import teacher_path
     from .shapes.prompt_file import write_prompts
@@ -115,34 +167,8 @@ def run(args) -> int:
                 f"teacher, 4 Euler steps, CFG {cfg_scale:g}": (teacher, 4, None),
                 "student, 4 steps (stage 1 only)": (out / "student_pretrain", None, None),
                 "student, 4 steps": (out / "student_4step", None, None)}
-    results, pictures = {}, {}
-    for label, (folder, steps, guidance) in settings.items():
-        res = evaluate_seeds(folder, seeds, args.n_per_category, steps=steps, guidance=guidance)
-        pictures[label] = res.pop("images")
-        results[label] = res
-
-    lines = ["| setting | ShapesEval (train) [95% CI] | ShapesEval (held-out) [95% CI] | FD [95% CI] | ms / image |",
-             "|---|---|---|---|---|"]
-    for label, res in results.items():
-        tr = res["train"]
-        lines.append(f"| {label} | {format_score(tr)} | {format_score(res['heldout'])} | {format_fd(tr)} | "
-                     f"{res['seconds_per_image'] * 1000:.1f} |")
-    n_train = results[next(iter(results))]["train"]["n_prompts"]
-    table = "\n".join(lines)
-    grid = comparison_grid(pictures, out / "comparison.png")
-    report = out / "report.md"
-    from .shapes import eval_prompts
-
-    train_prompts = [p for p, _ in eval_prompts(args.n_per_category, seed=seeds[0])]
-    columns = "\n".join(f"{c + 1}. {train_prompts[i]}"
-                        for c, i in enumerate(grid_columns(len(train_prompts), 8)))
-    report.write_text(f"# flashdistill demo: SD3.5-Flash on SD3-nano\n\nMeans over evaluation seed sets {seeds} "
-                      f"({n_train} train prompts; noises never those of the training data) with 95% bootstrap "
-                      f"intervals (FD: Student-t over the sets).\n\n{table}\n\n![comparison](comparison.png)\n\n"
-                      f"Same prompts and seeds in every row; the columns' prompts (seed set {seeds[0]}):\n\n"
-                      f"{columns}\n\n"
-                      f"Regenerate: `flashdistill demo --out {out}`.\n")
-    (out / "results.json").write_text(scores_json(results))
-    print("\n" + table)
-    print(f"\nreport: {report}  pictures: {grid}  ({(time.time() - t_start) / 60:.1f} min)")
+    results, pictures = evaluate_rows(settings, seeds, args.n_per_category)
+    write_report(out, "flashdistill demo: SD3.5-Flash on SD3-nano", results, pictures, seeds, args.n_per_category,
+                 f"flashdistill demo --out {out}")
+    print(f"({(time.time() - t_start) / 60:.1f} min)")
     return 0

@@ -66,12 +66,15 @@ class ConvDisc(nn.Module):
         if not channels:
             raise ValueError("need at least one tapped block")
         self.heads = nn.ModuleList(ConvHead(c, hidden, num_down) for c in channels)
-        if generator is not None:  # reproducible start on any device: draw on the CPU, then copy
+        if generator is not None:  # reproducible start on any device: draw on the generator's device, then copy
             with torch.no_grad():
-                for p in self.parameters():
-                    if p.ndim > 1:
-                        bound = 1.0 / p[0].numel() ** 0.5
-                        p.copy_(torch.empty(p.shape).uniform_(-bound, bound, generator=generator))
+                for m in self.modules():
+                    if isinstance(m, nn.Conv2d):  # PyTorch's default bound, 1/sqrt(fan_in), for weight and bias
+                        bound = 1.0 / m.weight[0].numel() ** 0.5
+                        for p in (m.weight, m.bias):
+                            draw = torch.empty(p.shape, device=generator.device).uniform_(-bound, bound,
+                                                                                         generator=generator)
+                            p.copy_(draw)
 
     def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
         if len(features) != len(self.heads):

@@ -75,6 +75,13 @@ def load_pipeline(folder: str | Path, drop_t5: bool = False, dtype=None, lora: s
         folder = resolve_model(folder)
     if not (folder / "model_index.json").exists():
         raise ConfigError(f"{folder}: not a diffusers pipeline folder (no model_index.json)")
+    try:
+        cls = json.loads((folder / "model_index.json").read_text()).get("_class_name")
+    except json.JSONDecodeError as err:
+        raise DataError(f"{folder / 'model_index.json'}: not valid JSON ({err})") from None
+    if cls not in (None, "StableDiffusion3Pipeline"):
+        raise ConfigError(f"{folder}: a {cls}; flashdistill runs SD3-family pipelines (SD3, SD3.5, SD3-nano) "
+                          "end to end today; UNet (SD1.5/SDXL) and PixArt teachers are not wired in yet")
     kwargs = {"text_encoder_3": None, "tokenizer_3": None} if drop_t5 else {}
     pipe = StableDiffusion3Pipeline.from_pretrained(folder, dtype=dtype or torch.float32, **kwargs)
     pipe.set_progress_bar_config(disable=True)

@@ -22,6 +22,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-images", type=int, default=1, help="images per prompt")
     parser.add_argument("--no-t5", action="store_true", help="load without the T5 text encoder")
+    parser.add_argument("--lora", default=None, help="a LoRA student folder to load on --model (its sigmas, "
+                        "guidance and scheduler shift are applied); a LoRA folder given as --model finds its base")
     parser.add_argument("--out", default="samples", help="output folder for PNGs")
 
 
@@ -48,7 +50,9 @@ def run(args) -> int:
 
     folder = Path(args.model) if args.model else default_model()
     settings = read_run_settings(folder)
-    pipe = load_pipeline(folder, drop_t5=args.no_t5)
+    if args.lora:
+        settings = {**settings, **read_run_settings(args.lora)}  # the student's sigmas and guidance win
+    pipe = load_pipeline(folder, drop_t5=args.no_t5, lora=args.lora)
     kwargs = {"max_sequence_length": settings.get("max_sequence_length", 256),
               "guidance_scale": guidance_of(settings, args.guidance)}
     if args.steps is not None:

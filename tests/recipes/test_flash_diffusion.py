@@ -147,3 +147,50 @@ def test_phase_schedule():
 def test_config_refuses_unused_or_bad_keys(kw, match):
     with pytest.raises(ConfigError, match=match):
         from_dict(FlashDiffusionConfig, {"data": "x", **kw})
+
+
+def test_merge_lora_and_sample_commands(lora_student, tmp_path, capsys):
+    """``merge-lora`` writes a full folder that equals the LoRA pipeline; ``sample`` runs a LoRA folder directly."""
+    from diffusers import StableDiffusion3Pipeline
+
+    from flashdistill.cli import main
+    from flashdistill.pipelines.folders import load_pipeline
+
+    assert main(["merge-lora", "--lora", str(lora_student), "--out", str(tmp_path / "merged")]) == 0
+    merged = StableDiffusion3Pipeline.from_pretrained(tmp_path / "merged")
+    merged.set_progress_bar_config(disable=True)
+    info = json.loads((tmp_path / "merged" / "flashdistill.json").read_text())
+    assert info["kind"] == "student" and info["sigmas"] == [1.0, 0.75, 0.5, 0.25]
+    noise = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(5))
+    kw = {"sigmas": info["sigmas"], "guidance_scale": 1.0, "output_type": "latent", "max_sequence_length": 8,
+          "height": 16, "width": 16}
+    a = merged(["a red circle"], latents=noise.clone(), **kw).images
+    b = load_pipeline(lora_student)(["a red circle"], latents=noise.clone(), **kw).images
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert main(["merge-lora", "--lora", str(tmp_path / "merged"), "--out", str(tmp_path / "m2")]) == 2
+    assert "not a LoRA student folder" in capsys.readouterr().err
+    assert main(["sample", "--model", str(lora_student), "--prompt", "a red circle",
+                 "--out", str(tmp_path / "png")]) == 0
+    assert len(list((tmp_path / "png").glob("*.png"))) == 1
+
+
+def test_unsupported_teacher_family_is_refused_by_name(tmp_path, capsys):
+    from flashdistill.cli import main
+
+    (tmp_path / "sd15").mkdir()
+    (tmp_path / "sd15" / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
+    assert main(["sample", "--model", str(tmp_path / "sd15"), "--prompt", "a red circle"]) == 2
+    err = capsys.readouterr().err
+    assert "StableDiffusionPipeline" in err and str(tmp_path / "sd15") in err and "Traceback" not in err
+
+
+def test_shapes_images_are_real_pairs_generate_data_reads(tmp_path, capsys):
+    from flashdistill.cli import main
+    from flashdistill.data.images import ImageCaptionDataset
+    from flashdistill.shapes.captions import parse_caption
+
+    assert main(["shapes-prompts", "--images", str(tmp_path / "img"), "--n", "5"]) == 0
+    pairs = ImageCaptionDataset(tmp_path / "img")
+    assert len(pairs) == 5 and pairs[0]["image"].shape == (3, 32, 32)
+    assert all(parse_caption(pairs[i]["prompt"]) for i in range(5))
+    assert main(["shapes-prompts", "--n", "5"]) == 2 and "--out" in capsys.readouterr().err

@@ -1,0 +1,189 @@
+"""Regenerate the Flash Diffusion results on SD3-nano (docs/results/flash_diffusion_nano.*).
+
+    .venv/bin/python benchmarks/flash_diffusion_nano.py [--iters 300] [--ablations all|name,name]
+
+Renders and encodes real Shapes scenes, trains the LoRA student of ``configs/flash_diffusion/nano.yaml`` and the
+paper's Fig. 5 ablations at the same number of iterations (each a YAML derived from nano.yaml, written next to its
+run, with the keys the change makes unused removed), then judges the teacher (50 steps CFG, 4- and 2-step Euler),
+the student at 1, 2 and 4 steps and every ablation at 4 steps on the same prompts and seeds. Every trained folder
+that exists is reused, so an interrupted run resumes; rows whose model was not trained are left out (and listed).
+``--sd35-flash DIR`` adds an SD3.5-Flash 4-step student folder trained on the same teacher to the side-by-side table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+CFG = ROOT / "configs" / "flash_diffusion"
+FD = [sys.executable, "-m", "flashdistill.cli"]
+DISC_KEYS = ["adv_loss", "disc_blocks", "disc_t_levels", "disc_hidden", "disc_optim"]
+DMD_KEYS = ["dmd_fake", "dmd_t_range"]
+ZERO = [0.0, 0.0, 0.0, 0.0]
+# name -> (label, changes, keys to drop): Fig. 5 of the paper, at equal iterations
+ABLATIONS = {
+    "distill_only": ("loss: distillation only", {"adv_weights": ZERO, "dmd_weights": ZERO}, DISC_KEYS + DMD_KEYS),
+    "distill_adv": ("loss: distillation + adversarial", {"dmd_weights": ZERO}, DMD_KEYS),
+    "distill_dmd": ("loss: distillation + DMD", {"adv_weights": ZERO}, DISC_KEYS),
+    "gan_hinge": ("GAN loss: hinge", {"adv_loss": "hinge"}, []),
+    "gan_ns": ("GAN loss: non-saturating", {"adv_loss": "non_saturating"}, []),
+    "perceptual": ("distillation loss: perceptual (FD network)", {"distill_loss": "perceptual"}, []),
+    "fixed_guidance": ("guidance fixed at the teacher's 2.5", {"guidance_range": [2.5, 2.5]}, []),
+    "K_32": ("K = 32", {"K": 32}, []),
+    "K_64": ("K = 64", {"K": 64}, []),
+    "pi_uniform": ("π(t): uniform on the grid", {"timestep_dist": "uniform"}, ["timestep_var"]),
+    "pi_gaussian": ("π(t): broad Gaussian modes (σ = K/8)", {"timestep_var": 4.0}, []),
+    "pi_sharp": ("π(t): sharp modes (var 0.05)", {"timestep_var": 0.05}, []),
+}
+
+
+def sh(args: list) -> float:
+    print("+", " ".join(map(str, args)), flush=True)
+    t0 = time.time()
+    subprocess.run([str(a) for a in args], check=True, cwd=ROOT)
+    return time.time() - t0
+
+
+def train(w: Path, name: str, changes: dict, drop: list, iters: int, data: Path) -> Path:
+    out = w / name
+    if (out / "flashdistill.json").exists():
+        print(f"= {out} exists, skipped")
+        return out
+    cfg = yaml.safe_load((CFG / "nano.yaml").read_text())
+    cfg.update(changes)
+    for key in drop:
+        cfg.pop(key, None)
+    cfg.update(data=str(data), out=str(out), phase_every=-(-iters // 4))
+    cfg["train"] = {**cfg["train"], "run_dir": str(w / f"run_{name}"), "max_steps": iters, "overwrite": True,
+                    "log": {"progress_bar": False, "every": 5}}
+    path = w / f"{name}.yaml"
+    path.write_text(f"# flashdistill distill --config {path}\n" + yaml.safe_dump(cfg, sort_keys=False))
+    sh(FD + ["distill", "--config", path])
+    return out
+
+
+def seconds_per_iteration(run_dir: Path) -> float | None:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    times = [(r["step"], r["time"]) for r in rows if "time" in r]
+    if len(times) < 2:
+        return None
+    (s0, t0), (s1, t1) = times[len(times) // 4], times[-1]  # after the start-up
+    return (t1 - t0) / (s1 - s0) if s1 > s0 else None
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--work", default="runs/flash_diffusion_nano")
+    ap.add_argument("--iters", type=int, default=300, help="iterations of the student and of every ablation")
+    ap.add_argument("--images", type=int, default=2048, help="real Shapes pairs to train on")
+    ap.add_argument("--n-per-category", type=int, default=16)
+    ap.add_argument("--seeds", default="1,2,3,4", help="evaluation seed sets")
+    ap.add_argument("--ablations", default="all", help="'all', 'none' or a comma list of " + ", ".join(ABLATIONS))
+    ap.add_argument("--sd35-flash", default=None, help="an SD3.5-Flash 4-step student folder for the side by side")
+    ap.add_argument("--results", default="docs/results")
+    ap.add_argument("--train-only", action="store_true")
+    args = ap.parse_args()
+    names = (list(ABLATIONS) if args.ablations == "all" else [] if args.ablations == "none"
+             else [n for n in args.ablations.split(",") if n])
+    unknown = [n for n in names if n not in ABLATIONS]
+    if unknown:
+        ap.error(f"unknown ablations {unknown}; choose from {list(ABLATIONS)}")
+    w = ROOT / args.work
+    w.mkdir(parents=True, exist_ok=True)
+    data = w / "data"
+    if not (data / "index.json").exists():
+        sh(FD + ["shapes-prompts", "--images", w / "images", "--n", args.images])
+        sh(FD + ["generate-data", "--config", CFG / "nano_data.yaml", "--images", w / "images", "--out", data])
+    train(w, "student", {}, [], args.iters, data)
+    for name in names:
+        train(w, name, *ABLATIONS[name][1:], args.iters, data)
+    if args.train_only:
+        return 0
+    return report(args, w, names)
+
+
+def report(args, w: Path, names: list[str]) -> int:
+    from flashdistill.demo import comparison_grid
+    from flashdistill.eval.model_eval import evaluate_seeds, scores_json
+    from flashdistill.eval.plots import line_plot, read_metrics
+    from flashdistill.eval.protocol import format_fd, format_score, parse_seeds, summary_row
+    from flashdistill.pipelines.folders import guidance_of, read_run_settings
+    from flashdistill.shapes import CATEGORIES
+    from flashdistill.shapes.nano import teacher_path
+
+    teacher = teacher_path()
+    g = guidance_of(read_run_settings(teacher))
+    student = w / "student"
+    rows = {f"teacher, 50 steps, CFG {g:g}": ("teacher_50", teacher, 50, None),
+            f"teacher, 4 Euler steps, CFG {g:g}": ("teacher_euler_4", teacher, 4, None),
+            f"teacher, 2 Euler steps, CFG {g:g}": ("teacher_euler_2", teacher, 2, None),
+            "LoRA student, 4 steps": ("student_4", student, None, None),
+            "LoRA student, 2 steps": ("student_2", student, 2, 1.0),
+            "LoRA student, 1 step": ("student_1", student, 1, 1.0)}
+    if args.sd35_flash:
+        rows["SD3.5-Flash student, 4 steps"] = ("sd35_flash_4", Path(args.sd35_flash), None, None)
+    for name in names:
+        rows[f"ablation: {ABLATIONS[name][0]}"] = (name, w / name, None, None)
+    seeds = parse_seeds(args.seeds)
+    results, pictures, summary, missing = {}, {}, {}, []
+    for label, (key, folder, steps, guidance) in rows.items():
+        if not (folder / "flashdistill.json").exists():
+            missing.append(key)
+            continue
+        print(f"= evaluating {label} on seed sets {seeds}", flush=True)
+        res = evaluate_seeds(folder, seeds, args.n_per_category, steps=steps, guidance=guidance)
+        pictures[label] = res.pop("images")
+        results[label] = res
+        summary[key] = {"label": label, **summary_row(res)}
+    cost = {}
+    for key, run_dir in [("student", w / "run_student")] + [(n, w / f"run_{n}") for n in names]:
+        if (run_dir / "metrics.jsonl").exists():
+            cost[key] = seconds_per_iteration(run_dir)
+    params = json.loads((student / "flashdistill.json").read_text()).get("parameters", {})
+    head = ("| model | ShapesEval [95% CI] | held-out [95% CI] | " + " | ".join(CATEGORIES)
+            + " | FD [95% CI] | ms/img |")
+    lines = [head, "|" + "---|" * (len(CATEGORIES) + 5)]
+    for label, r in results.items():
+        tr = r["train"]
+        cats = " | ".join(f"{tr['categories'].get(c, float('nan')):.2f}" for c in CATEGORIES)
+        lines.append(f"| {label} | {format_score(tr)} | {format_score(r['heldout'])} | {cats} | {format_fd(tr)} | "
+                     f"{r['seconds_per_image'] * 1000:.1f} |")
+    out = ROOT / args.results
+    out.mkdir(parents=True, exist_ok=True)
+    comparison_grid(pictures, out / "flash_diffusion_nano_grid.png", n=10)
+    curves = []
+    for key in ("distill", "adv", "dmd", "disc"):
+        series = read_metrics(w / "run_student" / "metrics.jsonl", key)
+        if series[0]:
+            curves.append(line_plot({key: series}, out / f"flash_diffusion_nano_{key}.png",
+                                    title=f"LoRA student: {key}").name)
+    cmd = "python benchmarks/flash_diffusion_nano.py " + " ".join(sys.argv[1:])
+    cost_line = ", ".join(f"{k} {v:.2f}" for k, v in cost.items() if v)
+    text = (f"# Flash Diffusion on SD3-nano\n\nRegenerate: `{cmd}` (student and every ablation: {args.iters} "
+            f"iterations, real Shapes pairs). Every score is the mean over evaluation seed sets {seeds} "
+            f"({args.n_per_category} prompts per category each; the same prompts and noises for every model, never a "
+            "training sample's noise) with a 95% bootstrap interval (FD: Student-t over the sets).\n\n"
+            f"LoRA student: {params.get('trainable', 0):,} trainable of {params.get('total', 0):,} teacher parameters "
+            f"({100 * params.get('trainable', 0) / max(params.get('total', 1), 1):.1f}%).\n\n"
+            + "\n".join(lines) + f"\n\nSeconds per training iteration (2 CPU cores): {cost_line}.\n"
+            + (f"\nNot trained in this run (no row): {', '.join(missing)}.\n" if missing else "")
+            + "\n![grid](flash_diffusion_nano_grid.png)\n\n## Loss curves\n\n"
+            + "\n".join(f"![{c}]({c})" for c in curves) + "\n")
+    (out / "flash_diffusion_nano.md").write_text(text)
+    (out / "flash_diffusion_nano.json").write_text(json.dumps({
+        "summary": summary, "parameters": params, "seconds_per_iteration": cost, "missing": missing,
+        "protocol": {"seeds": seeds, "n_per_category": args.n_per_category, "iterations": args.iters,
+                     "command": cmd}, "results": json.loads(scores_json(results))}, indent=2) + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

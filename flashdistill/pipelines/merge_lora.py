@@ -1,0 +1,43 @@
+"""``flashdistill merge-lora``: fold a LoRA student into its base and write a full pipeline folder.
+
+The result runs like any student folder (stock ``StableDiffusion3Pipeline.from_pretrained`` with the sigmas and
+guidance in its ``flashdistill.json``), at the speed of the base model: no adapter layers remain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+__all__ = ["add_args", "run", "merge_lora_folder"]
+
+
+def add_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--lora", required=True, help="LoRA student folder (written by the flash_diffusion recipe)")
+    parser.add_argument("--model", default=None, help="base pipeline folder (default: the one the LoRA records)")
+    parser.add_argument("--out", required=True, help="output pipeline folder")
+
+
+def merge_lora_folder(lora: str | Path, out: str | Path, model: str | Path | None = None) -> Path:
+    from ..config import ConfigError
+    from .folders import RUN_SETTINGS_FILE, is_lora_folder, load_pipeline, read_run_settings
+
+    lora, out = Path(lora), Path(out)
+    if not is_lora_folder(lora):
+        raise ConfigError(f"--lora {lora}: not a LoRA student folder ({RUN_SETTINGS_FILE} with kind: lora)")
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError(f"--out {out}: exists and is not empty; choose a new folder")
+    pipe = load_pipeline(model, lora=lora) if model else load_pipeline(lora)
+    pipe.fuse_lora(components=["transformer"], lora_scale=1.0)
+    pipe.unload_lora_weights()
+    pipe.save_pretrained(out)
+    info = {k: v for k, v in read_run_settings(lora).items() if k not in ("kind", "base", "scheduler_shift")}
+    info.update(kind="student", merged_from=str(lora))
+    (out / RUN_SETTINGS_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    return out
+
+
+def run(args) -> int:
+    print(f"merged pipeline written to {merge_lora_folder(args.lora, args.out, args.model)}")
+    return 0
