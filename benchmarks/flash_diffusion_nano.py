@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -44,11 +45,16 @@ ABLATIONS = {
 }
 
 
-def sh(args: list) -> float:
+def sh(args: list) -> dict:
+    """Run a command; return its wall seconds and the peak resident memory of that process (MiB)."""
     print("+", " ".join(map(str, args)), flush=True)
     t0 = time.time()
-    subprocess.run([str(a) for a in args], check=True, cwd=ROOT)
-    return time.time() - t0
+    proc = subprocess.Popen([str(a) for a in args], cwd=ROOT)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise subprocess.CalledProcessError(proc.returncode, args)
+    return {"seconds": time.time() - t0, "peak_rss_mib": usage.ru_maxrss / 1024}  # Linux: ru_maxrss in KiB
 
 
 def train(w: Path, name: str, changes: dict, drop: list, iters: int, data: Path) -> Path:
@@ -65,7 +71,32 @@ def train(w: Path, name: str, changes: dict, drop: list, iters: int, data: Path)
                     "log": {"progress_bar": False, "every": 5}}
     path = w / f"{name}.yaml"
     path.write_text(f"# flashdistill distill --config {path}\n" + yaml.safe_dump(cfg, sort_keys=False))
-    sh(FD + ["distill", "--config", path])
+    cost = sh(FD + ["distill", "--config", path])
+    (w / f"run_{name}" / "cost.json").write_text(json.dumps(cost) + "\n")
+    return out
+
+
+def sd35_flash(w: Path, images: Path) -> Path:
+    """The SD3.5-Flash 4-step student of the demo's schedule (stage 1 150 + stage 2 150 iterations) on the same
+    teacher and the same captions (it distils from teacher samples, not from the images)."""
+    out = w / "sd35_flash"
+    if (out / "flashdistill.json").exists():
+        return out
+    sd35 = ROOT / "configs" / "sd35_flash"
+    prompts = w / "sd35_prompts.jsonl"
+    lines = [json.dumps({"prompt": json.loads(line)["prompt"]}) for line in
+             (images / "captions.jsonl").read_text().splitlines()[:384]]
+    prompts.write_text("\n".join(lines) + "\n")
+    data = w / "sd35_data"
+    costs = {"data": sh(FD + ["generate-data", "--config", sd35 / "nano_data.yaml", "--prompts", prompts,
+                              "--out", data, "--num-steps", "20"])}
+    quiet = ["train.overwrite=true", "train.log.progress_bar=false", f"data={data}"]
+    costs["pretrain"] = sh(FD + ["distill", "--config", sd35 / "nano_pretrain.yaml", f"out={w / 'sd35_s1'}",
+                                 f"train.run_dir={w / 'run_sd35_s1'}", "train.max_steps=150"] + quiet)
+    costs["dmd"] = sh(FD + ["distill", "--config", sd35 / "nano_dmd.yaml", f"out={out}",
+                            f"init_student={w / 'sd35_s1'}", f"train.run_dir={w / 'run_sd35_dmd'}",
+                            "train.max_steps=150", "proxy_updates=3", "warmup_noisier=20"] + quiet)
+    (w / "sd35_cost.json").write_text(json.dumps(costs, indent=2) + "\n")
     return out
 
 
@@ -78,6 +109,45 @@ def seconds_per_iteration(run_dir: Path) -> float | None:
     return (t1 - t0) / (s1 - s0) if s1 > s0 else None
 
 
+def side_by_side(w: Path, results: dict, params: dict, cost: dict) -> str:
+    """Flash Diffusion's LoRA student vs SD3.5-Flash's full student on the same teacher and machine."""
+    from flashdistill.eval.protocol import format_fd, format_score
+
+    flash_cost = w / "run_student" / "cost.json"
+    flash = json.loads(flash_cost.read_text()) if flash_cost.exists() else {}
+    sd35 = json.loads((w / "sd35_cost.json").read_text()) if (w / "sd35_cost.json").exists() else {}
+    if not sd35:
+        return ""
+    from safetensors import safe_open
+
+    weights = next((w / "sd35_flash" / "transformer").glob("*.safetensors"))
+    with safe_open(str(weights), "pt") as f:
+        full = sum(_numel(f.get_slice(k).get_shape()) for k in f.keys())
+    fl = next(r for k, r in results.items() if k.startswith("LoRA student, 4"))
+    sd = next(r for k, r in results.items() if k.startswith("SD3.5-Flash"))
+    train_s = sum(v["seconds"] for k, v in sd35.items() if k != "data")
+    rows = [
+        "| recipe | ShapesEval [95% CI] | FD [95% CI] | trainable parameters | training s (iterations) | "
+        "s / iteration | peak RSS MiB |", "|---|---|---|---|---|---|---|",
+        f"| Flash Diffusion (LoRA) | {format_score(fl['train'])} | {format_fd(fl['train'])} | "
+        f"{params.get('trainable', 0):,} | {flash.get('seconds', float('nan')):.0f} | {cost.get('student') or 0:.2f} | "
+        f"{flash.get('peak_rss_mib', float('nan')):.0f} |",
+        f"| SD3.5-Flash (full, stage 1 + 2) | {format_score(sd['train'])} | {format_fd(sd['train'])} | {full:,} | "
+        f"{train_s:.0f} (150 + 150) | {sd35['pretrain']['seconds'] / 150:.2f} + {sd35['dmd']['seconds'] / 150:.2f} | "
+        f"{max(v['peak_rss_mib'] for v in sd35.values()):.0f} |"]
+    return ("\n## Side by side: Flash Diffusion vs SD3.5-Flash on the same teacher and machine\n\nSD3.5-Flash also "
+            f"spends {sd35['data']['seconds']:.0f} s generating its 384 teacher samples with trajectories (20 steps); "
+            "Flash Diffusion noises real pairs and solves the teacher inside each iteration. Training seconds include "
+            "loading; peak RSS is each training process's own.\n\n" + "\n".join(rows) + "\n")
+
+
+def _numel(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--work", default="runs/flash_diffusion_nano")
@@ -86,7 +156,8 @@ def main() -> int:
     ap.add_argument("--n-per-category", type=int, default=16)
     ap.add_argument("--seeds", default="1,2,3,4", help="evaluation seed sets")
     ap.add_argument("--ablations", default="all", help="'all', 'none' or a comma list of " + ", ".join(ABLATIONS))
-    ap.add_argument("--sd35-flash", default=None, help="an SD3.5-Flash 4-step student folder for the side by side")
+    ap.add_argument("--sd35-flash", action="store_true", help="also train SD3.5-Flash's demo-sized 4-step student "
+                    "on the same teacher and captions, for the side-by-side table")
     ap.add_argument("--results", default="docs/results")
     ap.add_argument("--train-only", action="store_true")
     args = ap.parse_args()
@@ -104,6 +175,8 @@ def main() -> int:
     train(w, "student", {}, [], args.iters, data)
     for name in names:
         train(w, name, *ABLATIONS[name][1:], args.iters, data)
+    if args.sd35_flash:
+        sd35_flash(w, w / "images")
     if args.train_only:
         return 0
     return report(args, w, names)
@@ -128,7 +201,7 @@ def report(args, w: Path, names: list[str]) -> int:
             "LoRA student, 2 steps": ("student_2", student, 2, 1.0),
             "LoRA student, 1 step": ("student_1", student, 1, 1.0)}
     if args.sd35_flash:
-        rows["SD3.5-Flash student, 4 steps"] = ("sd35_flash_4", Path(args.sd35_flash), None, None)
+        rows["SD3.5-Flash student, 4 steps (demo schedule)"] = ("sd35_flash_4", w / "sd35_flash", None, None)
     for name in names:
         rows[f"ablation: {ABLATIONS[name][0]}"] = (name, w / name, None, None)
     seeds = parse_seeds(args.seeds)
@@ -147,6 +220,7 @@ def report(args, w: Path, names: list[str]) -> int:
         if (run_dir / "metrics.jsonl").exists():
             cost[key] = seconds_per_iteration(run_dir)
     params = json.loads((student / "flashdistill.json").read_text()).get("parameters", {})
+    side = side_by_side(w, results, params, cost) if args.sd35_flash else ""
     head = ("| model | ShapesEval [95% CI] | held-out [95% CI] | " + " | ".join(CATEGORIES)
             + " | FD [95% CI] | ms/img |")
     lines = [head, "|" + "---|" * (len(CATEGORIES) + 5)]
@@ -172,7 +246,7 @@ def report(args, w: Path, names: list[str]) -> int:
             "training sample's noise) with a 95% bootstrap interval (FD: Student-t over the sets).\n\n"
             f"LoRA student: {params.get('trainable', 0):,} trainable of {params.get('total', 0):,} teacher parameters "
             f"({100 * params.get('trainable', 0) / max(params.get('total', 1), 1):.1f}%).\n\n"
-            + "\n".join(lines) + f"\n\nSeconds per training iteration (2 CPU cores): {cost_line}.\n"
+            + "\n".join(lines) + f"\n\nSeconds per training iteration (2 CPU cores): {cost_line}.\n" + side
             + (f"\nNot trained in this run (no row): {', '.join(missing)}.\n" if missing else "")
             + "\n![grid](flash_diffusion_nano_grid.png)\n\n## Loss curves\n\n"
             + "\n".join(f"![{c}]({c})" for c in curves) + "\n")

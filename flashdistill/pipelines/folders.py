@@ -89,11 +89,18 @@ def load_pipeline(folder: str | Path, drop_t5: bool = False, dtype=None, lora: s
 
 
 def _with_lora(pipe, lora: Path):
-    """``pipe.load_lora_weights(lora)`` plus the scheduler shift recorded in its ``flashdistill.json``."""
+    """``pipe.load_lora_weights(lora)`` plus the scheduler settings recorded in its ``flashdistill.json``."""
     if not any(lora.glob("*.safetensors")):
         raise ConfigError(f"--lora {lora}: no LoRA weights (*.safetensors) in this folder")
-    pipe.load_lora_weights(lora)
-    shift = read_run_settings(lora).get("scheduler_shift")
-    if shift is not None:
-        pipe.scheduler = pipe.scheduler.from_config(pipe.scheduler.config, shift=float(shift))
+    from diffusers.utils import logging as diffusers_logging
+
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()  # "no LoRA keys for text_encoder": expected, the LoRA is the denoiser's
+    try:
+        pipe.load_lora_weights(lora)
+    finally:
+        diffusers_logging.set_verbosity(level)
+    scheduler = read_run_settings(lora).get("scheduler")
+    if scheduler:
+        pipe.scheduler = pipe.scheduler.from_config(pipe.scheduler.config, **scheduler)
     return pipe

@@ -18,6 +18,7 @@ import torch
 
 from ..models.sd3 import SD3Adapter, SD3TextEncoder
 from ..models.vae import LatentCodec, to_uint8
+from ..flow import euler_step, interpolate, x0_from_v
 from ..sampling import CFG, euler_solve
 from ..seeds import sample_noise
 from .folders import guidance_of, load_pipeline, read_run_settings
@@ -34,6 +35,7 @@ class SamplingSetup:
     guidance_scale: float
     max_sequence_length: int
     resolution: int
+    sampler: str = "deterministic"  # "stochastic": re-noise each x0 estimate with fresh noise (Flash Diffusion)
 
 
 def scheduler_sigmas(pipe, num_steps: int) -> list[float]:
@@ -55,13 +57,37 @@ def load_setup(folder: str | Path, steps: int | None = None, guidance: float | N
     factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
     resolution = settings.get("resolution") or pipe.transformer.config.sample_size * factor
     return SamplingSetup(pipe, timesteps, guidance_of(settings, guidance),
-                         settings.get("max_sequence_length", 256), resolution)
+                         settings.get("max_sequence_length", 256), resolution, settings.get("sampler", "deterministic"))
 
 
-def eval_noise(k: int, seed: int, shape) -> torch.Tensor:
-    """The starting noise of evaluation image ``k`` of seed set ``seed``: never the noise of a training sample
-    (:mod:`flashdistill.seeds`)."""
-    return sample_noise("eval", seed, k, shape)
+def eval_noise(k: int, seed: int, shape, step: int = 0) -> torch.Tensor:
+    """The starting noise (``step`` 0) of evaluation image ``k`` of seed set ``seed``, or the fresh noise of its
+    ``step``-th re-noising (stochastic sampler): never the noise of a training sample (:mod:`flashdistill.seeds`)."""
+    return sample_noise("eval", seed, k + step * STEP_STRIDE, shape)
+
+
+STEP_STRIDE = 2**30  # evaluation images per seed set stay below this, so step noises never meet start noises
+
+
+def _renoise_step(setup: SamplingSetup, start: int, seed: int, n: int):
+    """``None`` (Euler) or the stochastic sampler's update: x0 estimate re-noised to the next time with the
+    evaluation noise of its step, so images depend only on ``(seed, k)`` whatever the batch size."""
+    if setup.sampler == "deterministic":
+        return None
+    if setup.sampler != "stochastic":
+        from ..errors import DataError
+
+        raise DataError(f"unknown sampler {setup.sampler!r} in flashdistill.json (deterministic or stochastic)")
+    count = [0]
+
+    def step(x, v, t, t_next):
+        count[0] += 1
+        if bool((t_next == 0).all()):
+            return euler_step(x, v, t, t_next)
+        fresh = torch.stack([eval_noise(start + j, seed, tuple(x.shape[1:]), count[0]) for j in range(n)])
+        return interpolate(x0_from_v(x, v, t), fresh.to(x.device, x.dtype), t_next)
+
+    return step
 
 
 @torch.no_grad()
@@ -81,7 +107,8 @@ def generate_images(setup: SamplingSetup, prompts: Sequence[str], seed: int = 0,
         chunk = list(prompts[s : s + batch_size])
         noise = torch.stack([eval_noise(s + j, seed, shape) for j in range(len(chunk))]).to(device)
         t0 = time.perf_counter()
-        x0 = euler_solve(model, noise, setup.timesteps, text.encode(chunk))
+        step = _renoise_step(setup, s, seed, len(chunk))
+        x0 = euler_solve(model, noise, setup.timesteps, text.encode(chunk), step=step)
         images = to_uint8(codec.decode(x0))
         seconds += time.perf_counter() - t0
         out.append(images)

@@ -32,7 +32,7 @@ def merge_lora_folder(lora: str | Path, out: str | Path, model: str | Path | Non
     pipe.fuse_lora(components=["transformer"], lora_scale=1.0)
     pipe.unload_lora_weights()
     pipe.save_pretrained(out)
-    info = {k: v for k, v in read_run_settings(lora).items() if k not in ("kind", "base", "scheduler_shift")}
+    info = {k: v for k, v in read_run_settings(lora).items() if k not in ("kind", "base")}
     info.update(kind="student", merged_from=str(lora))
     (out / RUN_SETTINGS_FILE).write_text(json.dumps(info, indent=2) + "\n")
     return out

@@ -99,7 +99,8 @@ def backward_simulate(student, noise: torch.Tensor, grid: torch.Tensor, stop, co
     return euler_solve(student, noise, grid.cpu()[cols], cond)
 
 
-def save_student(pipe, transformer: torch.nn.Module, out: str | Path, timesteps, settings: dict | None = None):
+def save_student(pipe, transformer: torch.nn.Module, out: str | Path, timesteps, settings: dict | None = None,
+                 scheduler: dict | None = None):
     """Write a diffusers pipeline folder running ``transformer`` on ``timesteps`` with stock diffusers.
 
     The scheduler is ``FlowMatchEulerDiscreteScheduler`` with ``shift=1.0`` (so the given sigmas are used
@@ -112,7 +113,7 @@ def save_student(pipe, transformer: torch.nn.Module, out: str | Path, timesteps,
     from ..sampling import sigmas_for_pipeline
 
     grid = as_grid(timesteps, dtype=torch.float64)
-    scheduler = pipe.scheduler.from_config(pipe.scheduler.config, shift=1.0)
+    scheduler = pipe.scheduler.from_config(pipe.scheduler.config, **{"shift": 1.0, **(scheduler or {})})
     components = {**pipe.components, "transformer": transformer, "scheduler": scheduler}
     student_pipe = StableDiffusion3Pipeline(**components)
     out = Path(out)

@@ -175,7 +175,7 @@ def run_recipe(cfg: FlashDiffusionConfig) -> None:
     run = parts.run
     d = run.draws("draws", cfg.seed)
     stream = run.data_stream("data", data, batch_size=cfg.batch_size)
-    preview(run, pipe, data, SD3Adapter(parts.student.module), student_grid(cfg.num_steps))
+    preview(run, pipe, data, SD3Adapter(parts.student.module), student_grid(cfg.num_steps), cfg.sampler)
     for it in run.steps():
         phase = phase_of(cfg, it)
         if phase != parts.mixture.phase:

@@ -26,6 +26,9 @@ class FlashDiffusionConfig:
     data: str = ""  # generate-data folder: latents z_0 of real pairs (images=...) or teacher samples, + embeddings
     out: str = "runs/flash_diffusion/student"  # LoRA folder (student: lora) or pipeline folder (student: full)
     num_steps: int = field(default=4, metadata={"min": 1})  # student steps at inference (uniform grid), recorded
+    # the sampler recorded for inference: "stochastic" re-noises each x0 estimate with fresh noise (LCM-style, the
+    # distribution the student is trained on: real data noised with independent noise); "deterministic": Euler
+    sampler: str = field(default="stochastic", metadata={"choices": ["stochastic", "deterministic"]})
     batch_size: int = field(default=16, metadata={"min": 1})  # global batch per iteration (all processes)
     seed: int = 0  # seed of the shared random draws (noise, t, guidance, disc levels, DMD times)
     # --- the student

@@ -77,7 +77,8 @@ def _run_settings(cfg, settings: dict, data_meta: dict) -> dict:
 
     grid = student_grid(cfg.num_steps).tolist()
     info = {"sigmas": sigmas_for_pipeline(grid), "guidance_scale": 1.0, "num_inference_steps": cfg.num_steps,
-            "recipe": "flash_diffusion"}
+            "recipe": "flash_diffusion", "sampler": cfg.sampler,
+            "scheduler": {"shift": 1.0, "stochastic_sampling": cfg.sampler == "stochastic"}}
     for key in ("max_sequence_length", "resolution"):
         value = data_meta.get(key) or settings.get(key)
         if value:
@@ -88,14 +89,16 @@ def _run_settings(cfg, settings: dict, data_meta: dict) -> dict:
 def save_lora_student(pipe, net, cfg, settings: dict, data_meta: dict, params: dict) -> Path:
     """Write the student people run: a LoRA folder (``save_lora_weights`` with its adapter metadata, so stock
     ``pipe.load_lora_weights(out)`` restores the trained scale) or, for ``student: full``, a pipeline folder.
-    ``flashdistill.json`` records the sigmas, guidance 1, the T5 length, the base teacher and the scheduler
-    shift (1: the sigmas are used unchanged), which ``flashdistill sample``/``eval`` apply."""
+    ``flashdistill.json`` records the sigmas, guidance 1, the T5 length, the base teacher, the sampler and the
+    scheduler settings (``shift`` 1: the sigmas are used unchanged; ``stochastic_sampling``: diffusers' re-noising
+    Euler), which ``flashdistill sample``/``eval`` apply."""
     info = {**_run_settings(cfg, settings, data_meta), "parameters": params}
     out = Path(cfg.out)
     if cfg.student == "full":
         from ..timesteps import student_grid
 
-        common.save_student(pipe, net.eval(), out, student_grid(cfg.num_steps).tolist(), info)
+        common.save_student(pipe, net.eval(), out, student_grid(cfg.num_steps).tolist(), info,
+                            scheduler=info["scheduler"])
         return out
     from diffusers import StableDiffusion3Pipeline
 
@@ -104,6 +107,6 @@ def save_lora_student(pipe, net, cfg, settings: dict, data_meta: dict, params: d
     StableDiffusion3Pipeline.save_lora_weights(out, transformer_lora_layers=layers, weight_name=LORA_WEIGHTS,
                                                transformer_lora_adapter_metadata=lora_metadata(net))
     base = cfg.teacher if cfg.teacher in ("sd3-nano", "tiny") else str(Path(cfg.teacher).resolve())
-    info.update(kind="lora", base=base, scheduler_shift=1.0)
+    info.update(kind="lora", base=base)
     (out / "flashdistill.json").write_text(json.dumps(info, indent=2) + "\n")
     return out

@@ -72,8 +72,10 @@ def finish(run, cfg, pipe, student_net, grid, settings, data, ema=None) -> None:
     print(f"student written to {cfg.out}" + (f" (EMA; divergence {extra['branch_divergence']})" if ema else ""))
 
 
-def preview(run, pipe, data, student, grid) -> None:
-    """Register a callback drawing the student's samples for 8 fixed dataset prompts (``log.samples_every``)."""
+def preview(run, pipe, data, student, grid, mode: str = "deterministic") -> None:
+    """Register a callback drawing the student's samples for 8 fixed dataset prompts (``log.samples_every``), with
+    the student's sampler (``mode`` of :func:`~flashdistill.sampling.student_sample`; re-noising from a fixed
+    preview generator)."""
     from ..data.batch import collate
     from ..models.vae import LatentCodec
     from ..sampling import student_sample
@@ -87,8 +89,9 @@ def preview(run, pipe, data, student, grid) -> None:
     def draw(step: int):
         shape = items[0]["latents"].shape
         noise = torch.stack([sample_noise("preview", 0, k, shape) for k in range(len(items))]).to(run.device)
+        gen = torch.Generator(device=run.device).manual_seed(0)
         with torch.no_grad():
-            x0 = student_sample(student, noise, grid.to(run.device), cond.to(run.device))
+            x0 = student_sample(student, noise, grid.to(run.device), cond.to(run.device), mode=mode, generator=gen)
         return (codec.decode(x0) + 1) / 2
 
     run.on_samples(draw)
