@@ -1,38 +1,42 @@
-"""Per-sample noise seeds, kept disjoint between purposes *by construction*.
+"""Per-sample noise streams, kept disjoint between purposes, seed sets and samples *by construction*.
 
-The starting noise of sample ``k`` of seed set ``seed`` for purpose ``p`` comes from a CPU generator seeded with
+The noise of sample ``k`` of seed set ``seed`` for purpose ``p`` (and, for samplers that re-noise, of its
+``step``-th fresh draw) comes from numpy's PCG64 seeded through a ``SeedSequence`` whose entropy is the
+fixed-length word tuple :func:`sample_key` ``(purpose, seed, k mod 2**32, k // 2**32, step)``: distinct tuples are
+distinct seeds, so an evaluation image never starts from the noise of a training sample, and seed set 1's image k
+never shares seed set 2's. ``generate-data`` draws ``"data"`` noise, evaluation ``"eval"`` noise, training-time
+preview grids ``"preview"`` noise. The noise depends on nothing else (batch size, sharding, device) and is the same
+on every device (drawn on the CPU, then moved).
 
-    ``((seed · 2**36 + k) · 4) + PURPOSES[p]``     (``0 <= seed < 2**24``, ``0 <= k < 2**36``)
-
-an injective map whose two low bits name the purpose. So an evaluation image never starts from the noise of a
-training sample, whatever seeds and indices the two use: ``generate-data`` draws ``"data"`` noise, evaluation
-``"eval"`` noise, training-time preview grids ``"preview"`` noise. The noise of ``k`` depends on nothing else (batch
-size, sharding, device), and it is drawn on the CPU, then moved, so it is the same on every device.
+(torch's CPU generator was used before and silently keeps only the low 32 bits of a seed: every seed set shared
+its image noises. ``NOISE_SCHEME`` names this scheme; datasets record it and older ones are refused.)
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-__all__ = ["PURPOSES", "NOISE_SCHEME", "sample_seed", "sample_noise"]
+__all__ = ["PURPOSES", "NOISE_SCHEME", "sample_key", "sample_noise"]
 
 PURPOSES = {"data": 0, "eval": 1, "preview": 2}
-NOISE_SCHEME = "flashdistill.seeds/2 (purpose in the low bits)"  # recorded by datasets, so old ones are refused
-_SEED_BITS, _INDEX_BITS = 24, 36
+NOISE_SCHEME = "flashdistill.seeds/3 (numpy SeedSequence of (purpose, seed, k, step))"  # recorded by datasets
+_MAX_SEED, _MAX_INDEX, _MAX_STEP = 2**32, 2**48, 2**16
 
 
-def sample_seed(purpose: str, seed: int, k: int) -> int:
-    """The generator seed of sample ``k`` of seed set ``seed`` for ``purpose`` (see the module docstring)."""
+def sample_key(purpose: str, seed: int, k: int, step: int = 0) -> tuple[int, ...]:
+    """The SeedSequence entropy of sample ``k`` of seed set ``seed`` for ``purpose`` (see the module docstring)."""
     if purpose not in PURPOSES:
         raise ValueError(f"unknown noise purpose {purpose!r}; expected one of {sorted(PURPOSES)}")
-    if not 0 <= seed < 2**_SEED_BITS:
-        raise ValueError(f"seed {seed} must lie in [0, 2**{_SEED_BITS})")
-    if not 0 <= k < 2**_INDEX_BITS:
-        raise ValueError(f"sample index {k} must lie in [0, 2**{_INDEX_BITS})")
-    return ((seed << _INDEX_BITS | k) << 2) | PURPOSES[purpose]
+    for name, value, bound in (("seed", seed, _MAX_SEED), ("sample index", k, _MAX_INDEX), ("step", step, _MAX_STEP)):
+        if not 0 <= value < bound:
+            raise ValueError(f"{name} {value} must lie in [0, {bound})")
+    return (PURPOSES[purpose], seed, k & 0xFFFFFFFF, k >> 32, step)
 
 
-def sample_noise(purpose: str, seed: int, k: int, shape, device="cpu", dtype=torch.float32) -> torch.Tensor:
-    """Standard normal noise of ``shape`` for sample ``k`` (drawn on the CPU, returned on ``device``)."""
-    g = torch.Generator(device="cpu").manual_seed(sample_seed(purpose, seed, k))
-    return torch.randn(tuple(shape), generator=g, device="cpu").to(device=device, dtype=dtype)
+def sample_noise(purpose: str, seed: int, k: int, shape, device="cpu", dtype=torch.float32, step: int = 0):
+    """Standard normal noise of ``shape`` for sample ``k`` (``step`` > 0: its step-th fresh draw), drawn on the
+    CPU and returned on ``device``."""
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(sample_key(purpose, seed, k, step))))
+    noise = torch.from_numpy(rng.standard_normal(tuple(shape), dtype=np.float32))
+    return noise.to(device=device, dtype=dtype)

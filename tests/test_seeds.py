@@ -7,21 +7,25 @@ import itertools
 import pytest
 import torch
 
-from flashdistill.seeds import PURPOSES, sample_noise, sample_seed
+from flashdistill.seeds import PURPOSES, sample_key, sample_noise
 
 
-def test_seeds_are_injective_and_purposes_disjoint():
+def test_keys_are_injective_and_noises_distinct():
     seen = {}
-    for purpose, seed, k in itertools.product(PURPOSES, range(6), range(200)):
-        s = sample_seed(purpose, seed, k)
-        assert s not in seen, f"{(purpose, seed, k)} collides with {seen[s]}"
-        seen[s] = (purpose, seed, k)
-    # the purpose is the two low bits: no (seed, k) of one purpose can ever reach another's
-    assert {s & 3 for s, (p, _, _) in seen.items() if p == "eval"} == {PURPOSES["eval"]}
+    for purpose, seed, k, step in itertools.product(PURPOSES, range(5), [0, 1, 2**32, 2**32 + 1], range(3)):
+        key = sample_key(purpose, seed, k, step)
+        assert key not in seen, f"{(purpose, seed, k, step)} collides with {seen[key]}"
+        seen[key] = (purpose, seed, k, step)
+    # the noises themselves differ across purposes, seed sets, indices and steps (torch's CPU generator keeps only
+    # the low 32 bits of a seed, which made every seed set share its noises: this is the regression test)
+    draws = {args: sample_noise(*args[:3], (6,), step=args[3]) for args in seen.values()}
+    flat = torch.stack(list(draws.values()))
+    assert torch.unique(flat[:, 0]).numel() == len(draws)
+    assert torch.equal(sample_noise("eval", 3, 7, (2, 3)), sample_noise("eval", 3, 7, (2, 3)))  # reproducible
     with pytest.raises(ValueError, match="purpose"):
-        sample_seed("train", 0, 0)
+        sample_key("train", 0, 0)
     with pytest.raises(ValueError, match="seed"):
-        sample_seed("data", -1, 0)
+        sample_key("data", -1, 0)
 
 
 def test_eval_images_never_start_from_training_noise(tiny_pipe, tmp_path):

@@ -21,6 +21,7 @@ from ..models.vae import LatentCodec, to_uint8
 from ..flow import euler_step, interpolate, x0_from_v
 from ..sampling import CFG, euler_solve
 from ..seeds import sample_noise
+from ..timesteps import student_grid
 from .folders import guidance_of, load_pipeline, read_run_settings
 
 __all__ = ["SamplingSetup", "scheduler_sigmas", "generate_images", "load_setup", "eval_noise"]
@@ -52,6 +53,8 @@ def load_setup(folder: str | Path, steps: int | None = None, guidance: float | N
     pipe = pipe if pipe is not None else load_pipeline(folder, drop_t5=drop_t5)
     if steps is None and "sigmas" in settings:
         timesteps = list(settings["sigmas"]) + [0.0]
+    elif "sigmas" in settings:  # a student at another step count: its uniform grid, as it was trained
+        timesteps = student_grid(steps).tolist()
     else:
         timesteps = scheduler_sigmas(pipe, steps or settings.get("num_inference_steps", 28))
     factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
@@ -63,10 +66,7 @@ def load_setup(folder: str | Path, steps: int | None = None, guidance: float | N
 def eval_noise(k: int, seed: int, shape, step: int = 0) -> torch.Tensor:
     """The starting noise (``step`` 0) of evaluation image ``k`` of seed set ``seed``, or the fresh noise of its
     ``step``-th re-noising (stochastic sampler): never the noise of a training sample (:mod:`flashdistill.seeds`)."""
-    return sample_noise("eval", seed, k + step * STEP_STRIDE, shape)
-
-
-STEP_STRIDE = 2**30  # evaluation images per seed set stay below this, so step noises never meet start noises
+    return sample_noise("eval", seed, k, shape, step=step)
 
 
 def _renoise_step(setup: SamplingSetup, start: int, seed: int, n: int):
