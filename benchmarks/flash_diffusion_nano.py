@@ -89,7 +89,7 @@ def sd35_flash(w: Path, images: Path) -> Path:
     prompts.write_text("\n".join(lines) + "\n")
     data = w / "sd35_data"
     costs = {"data": sh(FD + ["generate-data", "--config", sd35 / "nano_data.yaml", "--prompts", prompts,
-                              "--out", data, "--num-steps", "20"])}
+                              "--out", data, "--steps", "20"])}
     quiet = ["train.overwrite=true", "train.log.progress_bar=false", f"data={data}"]
     costs["pretrain"] = sh(FD + ["distill", "--config", sd35 / "nano_pretrain.yaml", f"out={w / 'sd35_s1'}",
                                  f"train.run_dir={w / 'run_sd35_s1'}", "train.max_steps=150"] + quiet)

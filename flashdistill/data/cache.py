@@ -64,7 +64,10 @@ def write_shard(path: str | Path, tensors: dict[str, torch.Tensor], prompts: lis
             raise DataError(f"{path.name}: field '{name}' has {t.shape[0]} rows for {n} prompts")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    save_file(cpu, str(tmp), metadata={"format": FORMAT, "count": str(n), "prompts": json.dumps(prompts)})
+    # one metadata entry: safetensors writes several in a per-process hash order, so shards would differ byte for
+    # byte between two identical runs
+    header = json.dumps({"format": FORMAT, "count": n, "prompts": prompts}, sort_keys=True)
+    save_file(cpu, str(tmp), metadata={"flashdistill": header})
     atomic_replace(tmp, path)
     return path
 
@@ -81,9 +84,16 @@ def read_shard_info(path: str | Path) -> dict:
             }
     except Exception as err:  # safetensors raises several types for truncated/corrupt files
         raise DataError(f"unreadable shard {path}: {err}") from None
+    if "flashdistill" in meta:  # current layout: one JSON entry
+        try:
+            meta = json.loads(meta["flashdistill"])
+        except json.JSONDecodeError:
+            raise DataError(f"{path}: unreadable shard header") from None
+    elif "prompts" in meta:  # shards written before the one-entry header
+        meta = {**meta, "prompts": json.loads(meta["prompts"])}
     if meta.get("format") != FORMAT:
         raise DataError(f"{path} is not a {FORMAT} shard")
-    return {"count": int(meta["count"]), "fields": fields, "prompts": json.loads(meta.get("prompts", "[]"))}
+    return {"count": int(meta["count"]), "fields": fields, "prompts": list(meta.get("prompts", []))}
 
 
 def check_settings(root: Path, settings: dict) -> None:

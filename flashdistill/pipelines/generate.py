@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..flow import euler_step, interpolate, x0_from_v
 from ..models.sd3 import SD3Adapter, SD3TextEncoder
 from ..models.vae import LatentCodec, to_uint8
-from ..flow import euler_step, interpolate, x0_from_v
 from ..sampling import CFG, euler_solve
 from ..seeds import sample_noise
 from ..timesteps import student_grid

@@ -32,6 +32,7 @@ from torch import nn
 from ..config import ConfigError, dump_config
 from ..data.batch import batch_size_of, split_batch
 from ..data.stream import BatchStream
+from ..fsio import FolderInUse, FolderLock
 from .accel import enable_gradient_checkpointing, make_accelerator
 from .checkpoint import Checkpointer, atomic_write_text
 from .configs import OptimConfig, TrainConfig
@@ -61,10 +62,16 @@ class Run:
         self.checkpointer = Checkpointer(
             self.run_dir / "checkpoints", cfg.checkpoint.keep_last, cfg.checkpoint.checksums
         )
-        self._check_run_dir()
         self.accelerator = make_accelerator(cfg.accelerate)
         self.rank, self.world_size = self.accelerator.process_index, self.accelerator.num_processes
         self.device = self.accelerator.device
+        self._lock = FolderLock(self.run_dir)
+        if self.is_main:  # one writer per run folder: a second job on it is refused before it touches anything
+            try:
+                self._lock.acquire()
+            except FolderInUse as err:
+                raise ConfigError(f"train.run_dir: {err}") from None
+        self._check_run_dir()
         seed_everything(cfg.seed + self.rank)
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -348,3 +355,4 @@ class Run:
         if self.progress is not None:
             self.progress.close()
         self.accelerator.wait_for_everyone()
+        self._lock.release()
