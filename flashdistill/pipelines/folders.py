@@ -82,8 +82,13 @@ def load_pipeline(folder: str | Path, drop_t5: bool = False, dtype=None, lora: s
     if cls not in (None, "StableDiffusion3Pipeline"):
         raise ConfigError(f"{folder}: a {cls}; flashdistill runs SD3-family pipelines (SD3, SD3.5, SD3-nano) "
                           "end to end today; UNet (SD1.5/SDXL) and PixArt teachers are not wired in yet")
+    read_run_settings(folder)  # a broken flashdistill.json is named before any weights load
     kwargs = {"text_encoder_3": None, "tokenizer_3": None} if drop_t5 else {}
-    pipe = StableDiffusion3Pipeline.from_pretrained(folder, dtype=dtype or torch.float32, **kwargs)
+    try:
+        pipe = StableDiffusion3Pipeline.from_pretrained(folder, dtype=dtype or torch.float32, **kwargs)
+    except (ValueError, OSError) as err:  # incomplete folder: missing components or weight files
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ConfigError(f"{folder}: not a loadable StableDiffusion3Pipeline folder ({first[:300]})") from None
     pipe.set_progress_bar_config(disable=True)
     return _with_lora(pipe, Path(lora)) if lora is not None else pipe
 

@@ -43,13 +43,21 @@ def load_student_transformer(folder: str | Path, like: torch.nn.Module) -> torch
     return SD3Transformer2DModel.from_pretrained(path, dtype=dtype).train()
 
 
-def open_dataset(path: str, need_trajectory: bool = False):
-    """A ``generate-data`` folder as a :class:`LatentDataset` with its null conditioning checked."""
+def open_dataset(path: str, need_trajectory: bool = False, teacher_pipe=None, teacher: str = ""):
+    """A ``generate-data`` folder as a :class:`LatentDataset` with its null conditioning checked, and (given the
+    teacher pipeline) made by that teacher: latents of another teacher's VAE or samples of another denoiser would
+    train the student toward the wrong model without any error."""
     from ..data.cache import LatentDataset
+    from ..data.teacher_data import weights_fingerprint
 
     if not path:
         raise ConfigError("data: give the folder written by `flashdistill generate-data`")
     ds = LatentDataset(path)
+    made_by = ds.meta.get("model_weights")
+    if teacher_pipe is not None and made_by and made_by != weights_fingerprint(teacher_pipe):
+        raise DataError(f"data {path}: made by another teacher (weights {made_by}, recorded by generate-data from "
+                        f"{ds.meta.get('model')!r}) than teacher {teacher!r}; regenerate it with "
+                        f"`flashdistill generate-data --model {teacher}`")
     if need_trajectory and "trajectory" not in ds.fields:
         raise DataError(f"data {path}: has no stored trajectory; regenerate it with "
                          "`flashdistill generate-data ... trajectory_grid=[1,0.75,0.5,0.25,0]`")

@@ -73,7 +73,7 @@ def setup(cfg: FlashDiffusionConfig):
 
     cfg.check_paths()
     pipe, settings = common.load_teacher_pipeline(cfg.teacher)
-    data = common.open_dataset(cfg.data)
+    data = common.open_dataset(cfg.data, teacher_pipe=pipe, teacher=cfg.teacher)
     run = Run(cfg.train, config=cfg)
     net, teacher, params = build_student(cfg, pipe)
     if cfg.student == "full":

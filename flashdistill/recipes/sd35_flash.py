@@ -140,7 +140,7 @@ def pretrain(cfg: SD35FlashConfig) -> None:
 
     pipe, settings, teacher_net, student_net = build(cfg)
     online = cfg.trajectories == "online"
-    data = common.open_dataset(cfg.data, need_trajectory=not online)
+    data = common.open_dataset(cfg.data, need_trajectory=not online, teacher_pipe=pipe, teacher=cfg.teacher)
     grid = student_grid(cfg.num_steps)
     run = Run(cfg.train, config=cfg)
     if online:  # the teacher's CFG ODE from fresh noise, on its shifted grid refined to hold the student's

@@ -82,7 +82,7 @@ def setup(cfg):
     from ..training.run import Run
 
     pipe, settings, teacher_net, student_net = build(cfg)
-    data = common.open_dataset(cfg.data)
+    data = common.open_dataset(cfg.data, teacher_pipe=pipe, teacher=cfg.teacher)
     if cfg.student_noise == "data" and "noise" not in data.fields:
         raise DataError(f"data {cfg.data}: student_noise: data needs the teacher's stored noise (field 'noise')")
     grid = student_grid(cfg.num_steps)

@@ -209,3 +209,19 @@ def test_shapes_images_are_real_pairs_generate_data_reads(tmp_path, capsys):
     assert len(pairs) == 5 and pairs[0]["image"].shape == (3, 32, 32)
     assert all(parse_caption(pairs[i]["prompt"]) for i in range(5))
     assert main(["shapes-prompts", "--n", "5"]) == 2 and "--out" in capsys.readouterr().err
+
+
+def test_data_from_another_teacher_is_refused(tmp_path, data_dir):
+    from flashdistill.data.generate import GenerateConfig, generate
+    from flashdistill.errors import DataError
+    from flashdistill.models.tiny import tiny_sd3_pipeline
+
+    other = tiny_sd3_pipeline(seed=1)  # same architecture, other weights
+    other.set_progress_bar_config(disable=True)
+    (tmp_path / "p.txt").write_text("a red circle\na blue square\n")
+    generate(GenerateConfig(out=str(tmp_path / "other"), prompts=str(tmp_path / "p.txt"), model="tiny", num_steps=2,
+                            resolution=16, max_sequence_length=8, shard_size=2, batch_size=2), pipe=other,
+             progress=False)
+    with pytest.raises(DataError, match=r"made by another teacher .*'tiny'"):
+        run_recipe(_cfg(data_dir, "other", data=str(tmp_path / "other")))
+    assert not (data_dir / "other").exists()
