@@ -30,6 +30,19 @@ def test_demo_writes_report_grid_and_scores(tmp_path, capsys):
     assert "report:" in capsys.readouterr().out
 
 
+def test_flash_diffusion_demo_writes_report_grid_and_scores(tmp_path, capsys):
+    out = tmp_path / "flash"
+    assert main(["demo", "--recipe", "flash_diffusion", "--out", str(out), "--prompts", "32", "--flash-steps", "4",
+                 "--n-per-category", "1", "--seeds", "1"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert [k for k in results if k.startswith("LoRA")] == ["LoRA student, 4 steps", "LoRA student, 2 steps",
+                                                            "LoRA student, 1 step"]
+    assert results["LoRA student, 2 steps"]["timesteps"] == [1.0, 0.5, 0.0]  # the student's own uniform grid
+    assert (out / "comparison.png").stat().st_size > 0
+    assert (out / "student" / "pytorch_lora_weights.safetensors").is_file()
+    assert "Flash Diffusion" in (out / "report.md").read_text() and "report:" in capsys.readouterr().out
+
+
 def test_grid_columns_cover_every_category():
     from flashdistill.demo import grid_columns
     from flashdistill.shapes import CATEGORIES
