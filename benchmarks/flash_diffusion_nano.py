@@ -186,7 +186,7 @@ def report(args, w: Path, names: list[str]) -> int:
     from flashdistill.demo import comparison_grid
     from flashdistill.eval.model_eval import evaluate_seeds, scores_json
     from flashdistill.eval.plots import line_plot, read_metrics
-    from flashdistill.eval.protocol import format_fd, format_score, parse_seeds, summary_row
+    from flashdistill.eval.protocol import parse_seeds, results_table, summary_row
     from flashdistill.pipelines.folders import guidance_of, read_run_settings
     from flashdistill.shapes import CATEGORIES
     from flashdistill.shapes.nano import teacher_path
@@ -221,14 +221,7 @@ def report(args, w: Path, names: list[str]) -> int:
             cost[key] = seconds_per_iteration(run_dir)
     params = json.loads((student / "flashdistill.json").read_text()).get("parameters", {})
     side = side_by_side(w, results, params, cost) if args.sd35_flash else ""
-    head = ("| model | ShapesEval [95% CI] | held-out [95% CI] | " + " | ".join(CATEGORIES)
-            + " | FD [95% CI] | ms/img |")
-    lines = [head, "|" + "---|" * (len(CATEGORIES) + 5)]
-    for label, r in results.items():
-        tr = r["train"]
-        cats = " | ".join(f"{tr['categories'].get(c, float('nan')):.2f}" for c in CATEGORIES)
-        lines.append(f"| {label} | {format_score(tr)} | {format_score(r['heldout'])} | {cats} | {format_fd(tr)} | "
-                     f"{r['seconds_per_image'] * 1000:.1f} |")
+    lines = results_table(results, CATEGORIES)
     out = ROOT / args.results
     out.mkdir(parents=True, exist_ok=True)
     comparison_grid(pictures, out / "flash_diffusion_nano_grid.png", n=10)

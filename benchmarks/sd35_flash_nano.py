@@ -102,7 +102,7 @@ def main() -> int:
         "ablation: w/o discriminator refresh": ("no_refresh", w / "abl_no_refresh", None),
     }
     from flashdistill.eval.model_eval import evaluate_seeds
-    from flashdistill.eval.protocol import format_fd, format_score, parse_seeds, summary_row
+    from flashdistill.eval.protocol import parse_seeds, results_table, summary_row
     from flashdistill.shapes import CATEGORIES
 
     seeds = parse_seeds(args.seeds)
@@ -114,15 +114,7 @@ def main() -> int:
         results[label] = res
         summary[key] = {"label": label, **summary_row(res)}
 
-    head = ("| model | ShapesEval [95% CI] | held-out [95% CI] | " + " | ".join(CATEGORIES)
-            + " | FD [95% CI] | precision | recall | ms/img |")
-    lines = [head, "|" + "---|" * (len(CATEGORIES) + 7)]
-    for label, r in results.items():
-        tr = r["train"]
-        cats = " | ".join(f"{tr['categories'].get(c, float('nan')):.2f}" for c in CATEGORIES)
-        lines.append(f"| {label} | {format_score(tr)} | {format_score(r['heldout'])} | {cats} | {format_fd(tr)} | "
-                     f"{tr.get('precision', float('nan')):.2f} | {tr.get('recall', float('nan')):.2f} | "
-                     f"{r['seconds_per_image'] * 1000:.1f} |")
+    lines = results_table(results, CATEGORIES)
     out = ROOT / args.results
     out.mkdir(parents=True, exist_ok=True)
     comparison_grid(pictures, out / "sd35_flash_nano_grid.png", n=10)

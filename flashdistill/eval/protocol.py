@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 
 __all__ = ["EVAL_SEEDS", "SELECTION_SEEDS", "parse_seeds", "bootstrap_ci", "t_interval", "summary_row", "format_score",
-           "format_fd"]
+           "format_fd", "results_table"]
 
 EVAL_SEEDS = (1, 2, 3, 4)
 SELECTION_SEEDS = (0,)
@@ -94,3 +94,17 @@ def summary_row(result: dict) -> dict:
     if "fd" in result["train"]:
         row["fd"], row["fd_ci95"] = result["train"]["fd"], result["train"]["fd_ci95"]
     return row
+
+
+def results_table(results: dict, categories: Sequence[str]) -> list[str]:
+    """Markdown rows (header first) of ``{label: evaluate_seeds result}``: ShapesEval and held-out with their
+    intervals, the per-category scores, FD with its interval, precision, recall and milliseconds per image."""
+    lines = ["| model | ShapesEval [95% CI] | held-out [95% CI] | " + " | ".join(categories)
+             + " | FD [95% CI] | precision | recall | ms/img |", "|" + "---|" * (len(categories) + 7)]
+    for label, r in results.items():
+        tr = r["train"]
+        cats = " | ".join(f"{tr['categories'].get(c, float('nan')):.2f}" for c in categories)
+        lines.append(f"| {label} | {format_score(tr)} | {format_score(r['heldout'])} | {cats} | {format_fd(tr)} | "
+                     f"{tr.get('precision', float('nan')):.2f} | {tr.get('recall', float('nan')):.2f} | "
+                     f"{r['seconds_per_image'] * 1000:.1f} |")
+    return lines

@@ -44,3 +44,14 @@ def test_t_interval_and_seed_parsing():
     for bad in ("1,x", "", "1,1", "-1"):
         with pytest.raises(ConfigError, match="--seeds"):
             parse_seeds(bad)
+
+
+def test_results_table_rows():
+    from flashdistill.eval.protocol import results_table
+
+    entry = {"shapes_eval": 0.5, "ci95": [0.4, 0.6], "categories": {"counting": 0.25}, "fd": 70.0,
+             "fd_ci95": [60.0, 80.0], "precision": 0.9, "recall": 0.8}
+    lines = results_table({"student": {"train": entry, "heldout": entry, "seconds_per_image": 0.0123}},
+                          ["counting", "position"])
+    assert len(lines) == 3 and lines[0].count("|") == lines[2].count("|") == lines[1].count("|")
+    assert "| student | 0.500 [0.400, 0.600] |" in lines[2] and "0.25 | nan" in lines[2] and "12.3 |" in lines[2]
