@@ -53,8 +53,8 @@ def load_setup(folder: str | Path, steps: int | None = None, guidance: float | N
     pipe = pipe if pipe is not None else load_pipeline(folder, drop_t5=drop_t5)
     if steps is None and "sigmas" in settings:
         timesteps = list(settings["sigmas"]) + [0.0]
-    elif "sigmas" in settings:  # a student at another step count: its uniform grid, as it was trained
-        timesteps = student_grid(steps).tolist()
+    elif "sigmas" in settings:  # a student at another step count: its own (shifted) uniform grid
+        timesteps = student_grid(steps, shift=float(settings.get("grid_shift", 1.0))).tolist()
     else:
         timesteps = scheduler_sigmas(pipe, steps or settings.get("num_inference_steps", 28))
     factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..flow import interpolate, x0_from_v
+from ..flow import interpolate, shift_t, x0_from_v
 from ..losses import (
     DiscriminatorAdvLoss,
     DistillationLoss,
@@ -89,8 +89,9 @@ def setup(cfg: FlashDiffusionConfig):
     if cfg.uses_dmd and cfg.dmd_fake == "proxy":
         proxy = run.add_model("proxy", common.copy_transformer(pipe.transformer), cfg.proxy_optim)
     var = cfg.timestep_var if cfg.timestep_dist == "mixture" else float("inf")  # infinite variance: uniform
-    mixture = FlashMixture(cfg.K, cfg.mode_weights, var=var)
-    grid = torch.arange(cfg.K + 1, dtype=torch.float64) / cfg.K  # flow teacher: grid point j is t = j/K
+    shift = grid_shift_of(cfg, pipe)
+    mixture = FlashMixture(cfg.K, cfg.mode_weights, var=var, to_flow=lambda f: shift_t(f, shift))
+    grid = shift_t(torch.arange(cfg.K + 1, dtype=torch.float64) / cfg.K, shift)  # grid point j: t = shift(j/K)
     losses = {"distill": DistillationLoss(distill_distance(cfg, pipe, run.device)), "dmd": DMDLoss(),
               "g_adv": GeneratorAdvLoss(cfg.adv_loss), "d_adv": DiscriminatorAdvLoss(cfg.adv_loss),
               "fm": FlowMatchingLoss(None)}
@@ -99,6 +100,11 @@ def setup(cfg: FlashDiffusionConfig):
         print(f"student: {cfg.student}, {params['trainable']:,} trainable of {params['total']:,} teacher "
               f"parameters ({100 * params['trainable'] / params['total']:.1f}%)")
     return parts, pipe, settings, data, params
+
+
+def grid_shift_of(cfg: FlashDiffusionConfig, pipe) -> float:
+    """The shift of the K-point grid and of the student's sigmas (``grid_shift``, null: the teacher scheduler's)."""
+    return float(cfg.grid_shift if cfg.grid_shift is not None else pipe.scheduler.config.get("shift", 1.0))
 
 
 def phase_of(cfg: FlashDiffusionConfig, it: int) -> int:
@@ -175,7 +181,8 @@ def run_recipe(cfg: FlashDiffusionConfig) -> None:
     run = parts.run
     d = run.draws("draws", cfg.seed)
     stream = run.data_stream("data", data, batch_size=cfg.batch_size)
-    preview(run, pipe, data, SD3Adapter(parts.student.module), student_grid(cfg.num_steps), cfg.sampler)
+    shift = grid_shift_of(cfg, pipe)
+    preview(run, pipe, data, SD3Adapter(parts.student.module), student_grid(cfg.num_steps, shift=shift), cfg.sampler)
     for it in run.steps():
         phase = phase_of(cfg, it)
         if phase != parts.mixture.phase:
@@ -197,5 +204,5 @@ def run_recipe(cfg: FlashDiffusionConfig) -> None:
         run.log(phase=phase, lam_adv=lam_adv, lam_dmd=lam_dmd, t_mean=mb["t"].mean(),
                 teacher_steps=float(mb["j"].max()))
     if run.is_main:
-        out = save_lora_student(pipe, parts.student.module, cfg, settings, data.meta, params)
+        out = save_lora_student(pipe, parts.student.module, cfg, settings, data.meta, params, shift)
         print(f"student written to {out}")

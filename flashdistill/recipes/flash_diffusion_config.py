@@ -38,6 +38,9 @@ class FlashDiffusionConfig:
     lora_targets: list[str] | None = None  # module-name suffixes (null: every attention projection, attn2 too)
     # --- distillation loss (Eq. 6): teacher CFG ODE from z_t down the K-point grid vs the student's one step
     K: int = field(default=32, metadata={"min": 4})  # grid points (a multiple of 4)
+    # the K-point grid and the student's sigmas are shift(j/K) with SD3's shift s·t/(1+(s−1)·t): 1 = uniform in
+    # flow time; null = the teacher scheduler's own shift (its grid, as the paper takes the teacher's timesteps)
+    grid_shift: float | None = field(default=1.0, metadata={"min": 0.01})
     guidance_range: list[float] = field(default_factory=lambda: [3.0, 13.0])  # ω ~ U[lo, hi] per sample; lo = hi
     distill_loss: str = field(default="mse", metadata={"choices": ["mse", "perceptual", "lpips"]})  # "perceptual":
     # the FD feature network on decoded images (Shapes); "lpips": LPIPS on decoded images from lpips_weights

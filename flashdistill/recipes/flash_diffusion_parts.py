@@ -72,12 +72,12 @@ def distill_distance(cfg, pipe, device):
     return DecodedDistance(codec.decode_with_grad, lambda a, b: net(a, b).flatten())
 
 
-def _run_settings(cfg, settings: dict, data_meta: dict) -> dict:
+def _run_settings(cfg, settings: dict, data_meta: dict, shift: float) -> dict:
     from ..timesteps import student_grid
 
-    grid = student_grid(cfg.num_steps).tolist()
+    grid = student_grid(cfg.num_steps, shift=shift).tolist()
     info = {"sigmas": sigmas_for_pipeline(grid), "guidance_scale": 1.0, "num_inference_steps": cfg.num_steps,
-            "recipe": "flash_diffusion", "sampler": cfg.sampler,
+            "recipe": "flash_diffusion", "sampler": cfg.sampler, "grid_shift": shift,
             "scheduler": {"shift": 1.0, "stochastic_sampling": cfg.sampler == "stochastic"}}
     for key in ("max_sequence_length", "resolution"):
         value = data_meta.get(key) or settings.get(key)
@@ -86,18 +86,18 @@ def _run_settings(cfg, settings: dict, data_meta: dict) -> dict:
     return info
 
 
-def save_lora_student(pipe, net, cfg, settings: dict, data_meta: dict, params: dict) -> Path:
+def save_lora_student(pipe, net, cfg, settings: dict, data_meta: dict, params: dict, shift: float = 1.0) -> Path:
     """Write the student people run: a LoRA folder (``save_lora_weights`` with its adapter metadata, so stock
     ``pipe.load_lora_weights(out)`` restores the trained scale) or, for ``student: full``, a pipeline folder.
     ``flashdistill.json`` records the sigmas, guidance 1, the T5 length, the base teacher, the sampler and the
     scheduler settings (``shift`` 1: the sigmas are used unchanged; ``stochastic_sampling``: diffusers' re-noising
     Euler), which ``flashdistill sample``/``eval`` apply."""
-    info = {**_run_settings(cfg, settings, data_meta), "parameters": params}
+    info = {**_run_settings(cfg, settings, data_meta, shift), "parameters": params}
     out = Path(cfg.out)
     if cfg.student == "full":
         from ..timesteps import student_grid
 
-        common.save_student(pipe, net.eval(), out, student_grid(cfg.num_steps).tolist(), info,
+        common.save_student(pipe, net.eval(), out, student_grid(cfg.num_steps, shift=shift).tolist(), info,
                             scheduler=info["scheduler"])
         return out
     from diffusers import StableDiffusion3Pipeline

@@ -225,3 +225,15 @@ def test_data_from_another_teacher_is_refused(tmp_path, data_dir):
     with pytest.raises(DataError, match=r"made by another teacher .*'tiny'"):
         run_recipe(_cfg(data_dir, "other", data=str(tmp_path / "other")))
     assert not (data_dir / "other").exists()
+
+
+def test_grid_follows_the_teacher_schedulers_shift(data_dir):
+    """grid_shift: null takes the teacher's own grid (tiny: shift 3); the student's sigmas are its shifted 4 steps."""
+    from flashdistill.flow import shift_t
+
+    run_recipe(_cfg(data_dir, "shifted", grid_shift=None, train={"max_steps": 1}))
+    info = json.loads((data_dir / "shifted" / "flashdistill.json").read_text())
+    expected = shift_t(torch.tensor([1.0, 0.75, 0.5, 0.25], dtype=torch.float64), 3.0).tolist()
+    assert info["grid_shift"] == 3.0 and info["sigmas"] == pytest.approx(expected)
+    rows = _metrics(data_dir, "shifted")
+    assert rows[0]["t_mean"] > 0.5  # the warm-up's modes at 1/4 and 1/2 of the grid are t = 0.5 and 0.75 here
