@@ -19,7 +19,7 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "flash_diffusion"
 def run_flash(args) -> int:
     from .config import ConfigError, load_config
     from .data.generate import GenerateConfig
-    from .demo import evaluate_rows, teacher_data, write_report
+    from .demo_report import evaluate_rows, teacher_data, write_report
     from .eval.protocol import parse_seeds
     from .pipelines.folders import guidance_of, read_run_settings
     from .recipes.flash_diffusion import FlashDiffusionConfig, run_recipe

@@ -37,7 +37,10 @@ def test_flash_diffusion_demo_writes_report_grid_and_scores(tmp_path, capsys):
     results = json.loads((out / "results.json").read_text())
     assert [k for k in results if k.startswith("LoRA")] == ["LoRA student, 4 steps", "LoRA student, 2 steps",
                                                             "LoRA student, 1 step"]
-    assert results["LoRA student, 2 steps"]["timesteps"] == [1.0, 0.5, 0.0]  # the student's own uniform grid
+    # the student's own grid at 2 steps: uniform, shifted by the teacher's shift as nano.yaml trains it
+    shift = json.loads((out / "student" / "flashdistill.json").read_text())["grid_shift"]
+    assert results["LoRA student, 2 steps"]["timesteps"] == pytest.approx([1.0, shift * 0.5 / (1 + (shift - 1) * 0.5),
+                                                                            0.0])
     assert (out / "comparison.png").stat().st_size > 0
     assert (out / "student" / "pytorch_lora_weights.safetensors").is_file()
     assert "Flash Diffusion" in (out / "report.md").read_text() and "report:" in capsys.readouterr().out
