@@ -180,6 +180,18 @@ class FlashMixture:
         self.phase = phase
         self.probs = self.probs_for(phase)
 
+    @property
+    def grid(self) -> torch.Tensor:
+        """The ``(K+1,)`` increasing flow times of grid points 0..K (point 0 is ``to_flow(0) = 0``), float64."""
+        return torch.cat([torch.zeros(1, dtype=torch.float64), self.timesteps])
+
+    def index_from_uniform(self, u: torch.Tensor) -> torch.Tensor:
+        """Grid indices ``j`` in 1..K from uniforms ``u`` in [0, 1) by the inverse CDF (for callers that draw their
+        uniforms themselves, e.g. shared across processes), ``(B,)`` long on the CPU."""
+        cdf = self.probs.cumsum(0)
+        j = torch.searchsorted(cdf, u.double().cpu() * float(cdf[-1]), right=True) + 1
+        return j.clamp_max(self.K)
+
     def sample_index(self, batch_size: int, generator=None, device=None) -> torch.Tensor:
         """Grid indices ``j`` in 1..K, ``(B,)`` long."""
         on = draw_device(generator, device)

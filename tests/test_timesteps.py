@@ -85,3 +85,12 @@ def test_flash_mixture_maps_fractions_through_to_flow():
     assert set(t.double().round(decimals=5).tolist()) <= set(dist.timesteps.round(decimals=5).tolist())
     with pytest.raises(ValueError, match="increasing"):
         FlashMixture(K=8, to_flow=lambda f: 1 - f)
+
+
+def test_flash_mixture_inverse_cdf_and_grid():
+    dist = FlashMixture(K=8, phase=3, to_flow=lambda f: f**0.5)
+    j = dist.index_from_uniform(torch.rand(200_000, generator=torch.Generator().manual_seed(0)))
+    assert j.min() >= 1 and j.max() <= 8
+    freq = torch.bincount(j - 1, minlength=8).double() / len(j)
+    torch.testing.assert_close(freq, dist.probs, atol=5e-3, rtol=0)
+    assert dist.grid[0] == 0 and torch.equal(dist.grid[1:], dist.timesteps)

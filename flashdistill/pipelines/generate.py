@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..flow import euler_step, interpolate, x0_from_v
+from ..flow import euler_step, renoise, x0_from_v
 from ..models.sd3 import SD3Adapter, SD3TextEncoder
 from ..models.vae import LatentCodec, to_uint8
 from ..sampling import CFG, euler_solve
@@ -85,7 +85,7 @@ def _renoise_step(setup: SamplingSetup, start: int, seed: int, n: int):
         if bool((t_next == 0).all()):
             return euler_step(x, v, t, t_next)
         fresh = torch.stack([eval_noise(start + j, seed, tuple(x.shape[1:]), count[0]) for j in range(n)])
-        return interpolate(x0_from_v(x, v, t), fresh.to(x.device, x.dtype), t_next)
+        return renoise(x0_from_v(x, v, t), t_next, noise=fresh.to(x.device, x.dtype))
 
     return step
 

@@ -56,7 +56,8 @@ class Parts:
     run: object  # training.Run
     teacher: object  # the frozen teacher, model(x_t, t, cond) -> v with feature_maps (no CFG)
     null: Conditioning  # the unconditional conditioning (CFG)
-    grid: torch.Tensor  # (K+1,) float64 flow times of the K-point grid, grid[0] = 0
+    grid: torch.Tensor  # (K+1,) float64 flow times of the K-point grid, grid[0] = 0 (mixture.grid)
+    shift: float  # the grid's shift, also the student's sigmas' (grid_shift_of)
     mixture: FlashMixture  # π(t) over grid[1:]
     student: ModelSlot
     disc: ModelSlot | None
@@ -90,12 +91,12 @@ def setup(cfg: FlashDiffusionConfig):
         proxy = run.add_model("proxy", common.copy_transformer(pipe.transformer), cfg.proxy_optim)
     var = cfg.timestep_var if cfg.timestep_dist == "mixture" else float("inf")  # infinite variance: uniform
     shift = grid_shift_of(cfg, pipe)
-    mixture = FlashMixture(cfg.K, cfg.mode_weights, var=var, to_flow=lambda f: shift_t(f, shift))
-    grid = shift_t(torch.arange(cfg.K + 1, dtype=torch.float64) / cfg.K, shift)  # grid point j: t = shift(j/K)
+    mixture = FlashMixture(cfg.K, cfg.mode_weights, var=var, to_flow=lambda f: shift_t(f, shift))  # t = shift(j/K)
     losses = {"distill": DistillationLoss(distill_distance(cfg, pipe, run.device)), "dmd": DMDLoss(),
               "g_adv": GeneratorAdvLoss(cfg.adv_loss), "d_adv": DiscriminatorAdvLoss(cfg.adv_loss),
               "fm": FlowMatchingLoss(None)}
-    parts = Parts(cfg, run, teacher, data.null_cond().to(run.device), grid, mixture, student, disc, proxy, losses)
+    parts = Parts(cfg, run, teacher, data.null_cond().to(run.device), mixture.grid, shift, mixture, student, disc,
+                  proxy, losses)
     if run.is_main:
         print(f"student: {cfg.student}, {params['trainable']:,} trainable of {params['total']:,} teacher "
               f"parameters ({100 * params['trainable'] / params['total']:.1f}%)")
@@ -118,8 +119,7 @@ def draw_iteration(parts: Parts, d, batch: dict) -> dict:
     cfg, dev = parts.cfg, parts.device
     x0 = batch["latents"].to(dev)
     b, shape = x0.shape[0], tuple(x0.shape[1:])
-    cdf = parts.mixture.probs.cumsum(0)
-    j = (torch.searchsorted(cdf, d.rand(b).double().cpu() * float(cdf[-1]), right=True) + 1).clamp_max(cfg.K)
+    j = parts.mixture.index_from_uniform(d.rand(b))
     lo, hi = cfg.guidance_range
     out = {"latents": x0, "cond": batch["cond"].to(dev), "j": j, "t": parts.grid[j].float().to(dev),
            "noise": d.randn((b, *shape)).to(dev), "omega": (lo + (hi - lo) * d.rand(b)).to(dev)}
@@ -181,8 +181,8 @@ def run_recipe(cfg: FlashDiffusionConfig) -> None:
     run = parts.run
     d = run.draws("draws", cfg.seed)
     stream = run.data_stream("data", data, batch_size=cfg.batch_size)
-    shift = grid_shift_of(cfg, pipe)
-    preview(run, pipe, data, SD3Adapter(parts.student.module), student_grid(cfg.num_steps, shift=shift), cfg.sampler)
+    preview(run, pipe, data, SD3Adapter(parts.student.module), student_grid(cfg.num_steps, shift=parts.shift),
+            cfg.sampler)
     for it in run.steps():
         phase = phase_of(cfg, it)
         if phase != parts.mixture.phase:
@@ -204,5 +204,5 @@ def run_recipe(cfg: FlashDiffusionConfig) -> None:
         run.log(phase=phase, lam_adv=lam_adv, lam_dmd=lam_dmd, t_mean=mb["t"].mean(),
                 teacher_steps=float(mb["j"].max()))
     if run.is_main:
-        out = save_lora_student(pipe, parts.student.module, cfg, settings, data.meta, params, shift)
+        out = save_lora_student(pipe, parts.student.module, cfg, settings, data.meta, params, parts.shift)
         print(f"student written to {out}")
