@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("flashdistill.eval.model_eval", "judge a model or an image folder on the Shapes world (ShapesEval, FD)"),
     "merge": ("flashdistill.recipes.merge", "merge split-timestep student branches, sweeping the ratio"),
     "merge-lora": ("flashdistill.pipelines.merge_lora", "fold a LoRA student into its base as a full pipeline folder"),
+    "export": ("flashdistill.deploy.export", "export a student without T5 and/or with int8 / packed int6 weights"),
     "sample": ("flashdistill.pipelines.sample", "sample images from a teacher or a distilled student folder"),
     "generate-data": ("flashdistill.data.generate", "run a teacher over prompts and write a synthetic dataset"),
     "train-teacher": ("flashdistill.shapes.teacher", "train the SD3-nano teacher of the Shapes world"),

@@ -11,7 +11,7 @@ from ..config import ConfigError
 from ..errors import DataError
 
 __all__ = ["RUN_SETTINGS_FILE", "DEFAULT_GUIDANCE", "read_run_settings", "guidance_of", "load_pipeline",
-           "resolve_model", "is_lora_folder"]
+           "resolve_model", "is_lora_folder", "check_pipeline_folder", "has_t5"]
 
 RUN_SETTINGS_FILE = "flashdistill.json"
 DEFAULT_GUIDANCE = 4.5  # for folders without a recorded CFG scale (plain diffusers folders)
@@ -73,6 +73,35 @@ def load_pipeline(folder: str | Path, drop_t5: bool = False, dtype=None, lora: s
             pipe.set_progress_bar_config(disable=True)
             return _with_lora(pipe, Path(lora))
         folder = resolve_model(folder)
+    check_pipeline_folder(folder)
+    # a T5-free export records text_encoder_3 as [null, null]; diffusers does not treat it as optional, so the
+    # stock load of such a folder is from_pretrained(folder, text_encoder_3=None, tokenizer_3=None)
+    drop_t5 = drop_t5 or not has_t5(folder)
+    kwargs = {"text_encoder_3": None, "tokenizer_3": None} if drop_t5 else {}
+    if (folder / "transformer" / "int6.safetensors").exists():  # packed 6-bit export (flashdistill export)
+        from ..deploy.quantized_folders import load_int6_transformer
+
+        kwargs["transformer"] = load_int6_transformer(folder / "transformer", dtype=dtype)
+    try:
+        pipe = StableDiffusion3Pipeline.from_pretrained(folder, dtype=dtype or torch.float32, **kwargs)
+    except (ValueError, OSError) as err:  # incomplete folder: missing components or weight files
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ConfigError(f"{folder}: not a loadable StableDiffusion3Pipeline folder ({first[:300]})") from None
+    pipe.set_progress_bar_config(disable=True)
+    return _with_lora(pipe, Path(lora)) if lora is not None else pipe
+
+
+def has_t5(folder: str | Path) -> bool:
+    """Whether a pipeline folder's ``model_index.json`` names a T5 text encoder (``text_encoder_3``)."""
+    try:
+        entry = json.loads((Path(folder) / "model_index.json").read_text()).get("text_encoder_3")
+    except (OSError, json.JSONDecodeError):
+        return False
+    return isinstance(entry, list) and bool(entry) and entry[0] is not None
+
+
+def check_pipeline_folder(folder: Path) -> None:
+    """Refuse, naming the folder, anything but an SD3-family diffusers pipeline folder with readable settings."""
     if not (folder / "model_index.json").exists():
         raise ConfigError(f"{folder}: not a diffusers pipeline folder (no model_index.json)")
     try:
@@ -83,14 +112,6 @@ def load_pipeline(folder: str | Path, drop_t5: bool = False, dtype=None, lora: s
         raise ConfigError(f"{folder}: a {cls}; flashdistill runs SD3-family pipelines (SD3, SD3.5, SD3-nano) "
                           "end to end today; UNet (SD1.5/SDXL) and PixArt teachers are not wired in yet")
     read_run_settings(folder)  # a broken flashdistill.json is named before any weights load
-    kwargs = {"text_encoder_3": None, "tokenizer_3": None} if drop_t5 else {}
-    try:
-        pipe = StableDiffusion3Pipeline.from_pretrained(folder, dtype=dtype or torch.float32, **kwargs)
-    except (ValueError, OSError) as err:  # incomplete folder: missing components or weight files
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ConfigError(f"{folder}: not a loadable StableDiffusion3Pipeline folder ({first[:300]})") from None
-    pipe.set_progress_bar_config(disable=True)
-    return _with_lora(pipe, Path(lora)) if lora is not None else pipe
 
 
 def _with_lora(pipe, lora: Path):
