@@ -1,2 +1,2 @@
-"""Deployment: T5-free and quantised exports of a student (``export.py``), the packed int6 format (``int6.py``),
-and ``flashdistill bench`` (``bench.py``)."""
+"""Deployment: T5-free and quantised exports of a student (``export.py``; the formats are
+``pipelines/quantized.py`` and ``models/int6.py``) and ``flashdistill bench``."""

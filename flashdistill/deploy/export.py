@@ -13,7 +13,7 @@ with its MM-DiT in 8 and 6 bits. Each variant here is a pipeline folder:
   dynamic activations); stock ``from_pretrained(out, dtype=torch.float32)`` restores it quantised when torchao is
   installed (give the recorded ``dtype``: without one diffusers' torchao loader picks bf16 for the unquantised
   parts while the pipeline feeds fp32 latents, and the patch convolution raises);
-* ``--quantize int6``: our packed 6-bit format (``deploy/int6.py``, 0.75 bytes per weight); loaded by
+* ``--quantize int6``: our packed 6-bit format (``models/int6.py``, 0.75 bytes per weight); loaded by
   ``flashdistill sample/eval`` or ``StableDiffusion3Pipeline.from_pretrained(out, transformer=
   load_int6_transformer(out / "transformer"))``.
 
@@ -29,10 +29,10 @@ from pathlib import Path
 
 from ..config import ConfigError
 from ..pipelines.folders import RUN_SETTINGS_FILE, check_pipeline_folder, has_t5, is_lora_folder, read_run_settings
-from .quantized_folders import (
+from ..pipelines.quantized import (
     SCHEMES,
-    folder_dtype,
     TORCHAO_SCHEMES,
+    folder_dtype,
     save_int6_transformer,
     save_torchao_transformer,
     transformer_quantization,
@@ -74,7 +74,7 @@ def export_folder(model: str | Path, out: str | Path, no_t5: bool = False, quant
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"--out {out}: exists and is not empty; choose a new folder")
     if quantize in TORCHAO_SCHEMES:
-        from .quantized_folders import torchao_config
+        from ..pipelines.quantized import torchao_config
 
         torchao_config(quantize)  # a missing torchao is named before any work
     partial = out.with_name(out.name + ".partial")

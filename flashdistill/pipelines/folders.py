@@ -79,7 +79,7 @@ def load_pipeline(folder: str | Path, drop_t5: bool = False, dtype=None, lora: s
     drop_t5 = drop_t5 or not has_t5(folder)
     kwargs = {"text_encoder_3": None, "tokenizer_3": None} if drop_t5 else {}
     if (folder / "transformer" / "int6.safetensors").exists():  # packed 6-bit export (flashdistill export)
-        from ..deploy.quantized_folders import load_int6_transformer
+        from .quantized import load_int6_transformer
 
         kwargs["transformer"] = load_int6_transformer(folder / "transformer", dtype=dtype)
     try:

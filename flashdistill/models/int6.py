@@ -15,7 +15,7 @@ torch, runs wherever torch runs (CPU, CUDA, any dtype), and is exact to specify:
 * tensors that are not Linear weights (biases, norms, the positional table, the patch convolution) are stored in
   fp16 when the model is fp32 and the values fit, and cast back to the model's dtype on load.
 
-Pure torch: no diffusers import (the folder format lives in ``deploy/export.py``).
+Pure torch: no diffusers import (the folder format lives in ``pipelines/quantized.py``).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import torch
 
 from ..config import ConfigError
 from ..errors import DataError
-from .int6 import GROUP_SIZE, quantize_linears
+from ..models.int6 import GROUP_SIZE, quantize_linears
 
 __all__ = ["SCHEMES", "TORCHAO_SCHEMES", "INT6_FILE", "INT6_FORMAT", "torchao_config", "save_torchao_transformer",
            "save_int6_transformer", "load_int6_transformer", "transformer_quantization", "weight_bytes", "folder_dtype"]
@@ -58,7 +58,7 @@ def save_torchao_transformer(src: Path, out: Path, scheme: str, dtype: torch.dty
 
 
 def save_int6_transformer(src: Path, out: Path, group_size: int = GROUP_SIZE) -> None:
-    """Pack every Linear weight of the transformer in ``src`` to 6 bits (``deploy/int6.py``); other tensors go to
+    """Pack every Linear weight of the transformer in ``src`` to 6 bits (``models/int6.py``); other tensors go to
     fp16 when the model is fp32 and they fit, else stay in the model's dtype."""
     from diffusers import SD3Transformer2DModel
     from safetensors.torch import save_file
