@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "merge": ("flashdistill.recipes.merge", "merge split-timestep student branches, sweeping the ratio"),
     "merge-lora": ("flashdistill.pipelines.merge_lora", "fold a LoRA student into its base as a full pipeline folder"),
     "export": ("flashdistill.deploy.export", "export a student without T5 and/or with int8 / packed int6 weights"),
+    "bench": ("flashdistill.bench", "latency, memory, quality per deployment variant and training cost, in one run"),
     "sample": ("flashdistill.pipelines.sample", "sample images from a teacher or a distilled student folder"),
     "generate-data": ("flashdistill.data.generate", "run a teacher over prompts and write a synthetic dataset"),
     "train-teacher": ("flashdistill.shapes.teacher", "train the SD3-nano teacher of the Shapes world"),

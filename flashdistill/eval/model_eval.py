@@ -41,7 +41,7 @@ def scores_json(results: dict) -> str:
     """JSON of ``{setting: evaluate_model(...) result}`` without the per-sample ``correct`` lists."""
 
     def strip(value):
-        return {k: v for k, v in value.items() if k != "correct"} if isinstance(value, dict) else value
+        return {k: v for k, v in value.items() if k not in ("correct", "cells")} if isinstance(value, dict) else value
 
     return json.dumps({name: {k: strip(v) for k, v in res.items()} for name, res in results.items()}, indent=2)
 
@@ -101,8 +101,9 @@ def _cells(result: dict) -> list[list[bool]]:
 def evaluate_seeds(folder, seeds: Sequence[int] = EVAL_SEEDS, n_per_category: int = 16, steps=None, guidance=None,
                    drop_t5: bool = False, splits=("train", "heldout"), pipe=None, batch_size: int = 64,
                    progress: bool = False) -> dict:
-    """Judge one setting on every seed set; returns per split the protocol's summary (see :func:`summary_row`)
-    plus the per-seed results, ``seconds_per_image`` and the first seed set's train images (``images``)."""
+    """Judge one setting on every seed set; returns per split the protocol's summary (see :func:`summary_row`) and
+    its per-prompt outcomes (``cells``: seed set -> category -> 0/1, for paired comparisons), plus the per-seed
+    results, ``seconds_per_image`` and the first seed set's train images (``images``)."""
     from ..pipelines.folders import load_pipeline
 
     if pipe is None:
@@ -130,6 +131,7 @@ def evaluate_seeds(folder, seeds: Sequence[int] = EVAL_SEEDS, n_per_category: in
         results = [per_seed[s][split] for s in seeds]
         mean, lo, hi = bootstrap_ci([_cells(r) for r in results])
         entry = {"shapes_eval": mean, "ci95": [lo, hi], "n_prompts": sum(len(r["correct"]) for r in results),
+                 "cells": [_cells(r) for r in results],  # per seed set, per category: 0/1 outcomes (paired tests)
                  "categories": {c: float(np.mean([r[c] for r in results if c in r]))
                                 for c in results[0]["counts"]}}
         if all("fd" in r for r in results):

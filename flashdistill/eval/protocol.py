@@ -17,7 +17,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["EVAL_SEEDS", "SELECTION_SEEDS", "parse_seeds", "bootstrap_ci", "t_interval", "summary_row", "format_score",
+__all__ = ["EVAL_SEEDS", "SELECTION_SEEDS", "parse_seeds", "bootstrap_ci", "paired_difference", "t_interval",
+           "summary_row", "format_score",
            "format_fd", "results_table"]
 
 EVAL_SEEDS = (1, 2, 3, 4)
@@ -59,6 +60,17 @@ def bootstrap_ci(cells: Sequence[Sequence[Sequence[bool]]], n_boot: int = 2000, 
     reps /= len(arrays)
     alpha = (1 - level) / 2
     return mean, float(np.quantile(reps, alpha)), float(np.quantile(reps, 1 - alpha))
+
+
+def paired_difference(cells_a, cells_b, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """``(mean, lo, hi)`` of score(a) − score(b) when both judged the same prompts with the same noises (the
+    ``cells`` of two :func:`~flashdistill.eval.model_eval.evaluate_seeds` results): the per-prompt differences
+    are bootstrapped as :func:`bootstrap_ci` does, which is tighter than comparing two separate intervals."""
+    if len(cells_a) != len(cells_b) or any(len(a) != len(b) for a, b in zip(cells_a, cells_b)):
+        raise ValueError("paired_difference: the two results judged different seed sets or categories")
+    diffs = [[np.asarray(ca, dtype=np.float64) - np.asarray(cb, dtype=np.float64) for ca, cb in zip(sa, sb)]
+             for sa, sb in zip(cells_a, cells_b)]
+    return bootstrap_ci(diffs, n_boot=n_boot, seed=seed)
 
 
 def t_interval(values: Sequence[float]) -> tuple[float, float, float]:
