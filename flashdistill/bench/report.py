@@ -15,21 +15,23 @@ def _ms(seconds: float) -> str:
 
 def _latency_table(out: dict) -> list[str]:
     settings = [(r, b) for r in out["resolutions"] for b in out["batches"]]
-    head = "| variant | NFE | " + " | ".join(f"{r} px, b{b}" for r, b in settings) + " | peak RSS MiB (load) |"
-    lines = [head, "|" + "---|" * (len(settings) + 3)]
+    head = ("| variant | NFE | " + " | ".join(f"{r} px, b{b}" for r, b in settings)
+            + " | transformer file MiB | peak RSS MiB (+ load) |")
+    lines = [head, "|" + "---|" * (len(settings) + 4)]
     for row in out["latency"]:
         nfe = row["num_steps"] * (2 if row["guidance"] > 1 else 1)
         cells = {(s["resolution"], s["batch"]): _ms(s["seconds_per_image"]) for s in row["settings"]}
         mem = f"{row['rss_peak_mb']:.0f} (+{row['rss_loaded_mb'] - row['rss_baseline_mb']:.0f})"
         if any("cuda_peak_mb" in s for s in row["settings"]):
             mem += " / CUDA " + ", ".join(f"{s['cuda_peak_mb']:.0f}" for s in row["settings"])
-        lines.append(f"| {row['label']} | {nfe} | " + " | ".join(cells.get(k, "–") for k in settings) + f" | {mem} |")
+        lines.append(f"| {row['label']} | {nfe} | " + " | ".join(cells.get(k, "–") for k in settings)
+                     + f" | {row.get('transformer_mb', float('nan')):.2f} | {mem} |")
     return lines
 
 
 def _breakdown_table(out: dict) -> list[str]:
-    lines = ["| batch | total ms | text encoding | transformer (calls) | VAE decode | rest (pipeline overhead) |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| variant | batch | total ms | text encoding | transformer (calls) | VAE decode | rest (pipeline "
+             "overhead) |", "|---|---|---|---|---|---|---|"]
     for row in out["latency"]:
         for s in row["settings"]:
             b = s.get("breakdown")
@@ -37,9 +39,9 @@ def _breakdown_table(out: dict) -> list[str]:
                 continue
             share = {k: b[k] / b["total"] for k in ("text_encoding", "transformer", "vae_decode", "rest")}
             cell = {k: f"{_ms(b[k])} ({share[k]:.0%})" for k in share}
-            lines.append(f"| {s['batch']} | {_ms(b['total'])} | {cell['text_encoding']} | {_ms(b['transformer'])} "
-                         f"({share['transformer']:.0%}, {b['transformer_calls']:.0f}) | {cell['vae_decode']} | "
-                         f"{cell['rest']} |")
+            lines.append(f"| {row['label']} | {s['batch']} | {_ms(b['total'])} | {cell['text_encoding']} | "
+                         f"{_ms(b['transformer'])} ({share['transformer']:.0%}, {b['transformer_calls']:.0f}) | "
+                         f"{cell['vae_decode']} | {cell['rest']} |")
     return lines
 
 
@@ -81,6 +83,15 @@ def _paper_table(m: dict) -> list[str]:
     for k, v in m["estimates"].items():
         lines.append(f"| {k} | {v['weights_gib']:.2f} | {v['paper_peak_gib']:.2f} |")
     return lines
+
+
+def _limit_sentence(s: dict) -> str:
+    lim = s.get("transformer_time_limit")
+    if not lim:
+        return ""
+    return (f" On this device the transformer time alone allows {lim.get('student_4', float('nan')):.1f}× and "
+            f"{lim.get('student_2', float('nan')):.1f}× (the teacher's transformer seconds over the student's, "
+            "measured in this run: a CFG call on a doubled batch costs less than two calls).")
 
 
 def latency_chart(out: dict, path: Path, size: tuple[int, int] = (760, 0)) -> Path:
@@ -130,7 +141,8 @@ def write_results(out: dict, folder: Path, name: str) -> list[Path]:
                   f"{out['repeats']} calls after one warm-up; stock `pipe(...)`, prompt to PIL images)", "",
                   f"End to end at {s['resolution']} px, batch {s['batch']}: the 4-step student is "
                   f"**{s['student_4_vs_teacher_50']:.1f}×** faster than the 50-step CFG teacher (NFE limit 25×), the "
-                  f"2-step student **{s['student_2_vs_teacher_50']:.1f}×** (limit 50×).", "",
+                  f"2-step student **{s['student_2_vs_teacher_50']:.1f}×** (limit 50×)."
+                  + _limit_sentence(s), "",
                   *_latency_table(out), "", f"![latency]({chart.name})", "",
                   "## Where the 4-step student's time goes (fp32, trained resolution)", "", *_breakdown_table(out)]
     if "quality" in out:

@@ -21,6 +21,7 @@ from ..config import ConfigError
 __all__ = ["add_args", "run", "PARTS"]
 
 PARTS = ("latency", "quality", "train", "paper")
+BREAKDOWN = ("4-step student fp32", "2-step student fp32")  # (and the 50-step teacher) timed part by part
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -37,7 +38,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                         "quick: the trained one)")
     parser.add_argument("--batches", default=None, help="comma-separated batch sizes (default 1,8; quick: 1)")
     parser.add_argument("--repeats", type=int, default=None, help="timed calls per setting after one warm-up "
-                        "(median reported; default 5, quick 2)")
+                        "(median reported; default 3, quick 2)")
     parser.add_argument("--skip", default="", help=f"comma-separated parts to leave out: {','.join(PARTS)}")
     parser.add_argument("--seeds", default=None, help="quality: evaluation seed sets (default 1,2,3,4; quick 1,2)")
     parser.add_argument("--n-per-category", type=int, default=None, help="quality: prompts per category and seed "
@@ -82,7 +83,7 @@ def _plan(args) -> dict:
             "resolutions": _ints(args.resolutions, "--resolutions") if args.resolutions else
             ([trained] if args.quick else [32, 64, 128]),
             "batches": _ints(args.batches, "--batches") if args.batches else ([1] if args.quick else [1, 8]),
-            "repeats": args.repeats or (2 if args.quick else 5)}
+            "repeats": args.repeats or (2 if args.quick else 3)}
 
 
 def _variants(plan: dict, work: Path, quick: bool) -> list:
@@ -116,7 +117,9 @@ def _measure(variant, plan: dict, work: Path, breakdown: bool) -> dict:
         if proc.returncode != 0:
             raise ConfigError(f"bench: timing {variant.label} ({variant.model}) failed:\n{proc.stderr[-1500:]}")
         result = json.loads(out_path.read_text())
-    return {**variant.spec(), **result}
+    from ..pipelines.quantized import weight_bytes
+
+    return {**variant.spec(), **result, "transformer_mb": weight_bytes(Path(variant.model) / "transformer") / 2**20}
 
 
 def run(args) -> int:
@@ -135,7 +138,8 @@ def run(args) -> int:
         variants = _variants(plan, work / "variants", args.quick)
         rows = []
         for v in tqdm(variants, desc="latency (a fresh process per variant)", unit="variant"):
-            rows.append(_measure(v, plan, work, breakdown=v.label.startswith("4-step student fp32")))
+            rows.append(_measure(v, plan, work, breakdown=v.label.split(",")[0] in BREAKDOWN or
+                                 v.label.startswith("teacher 50") and v.dtype == "float32"))
         out["latency"] = rows
         out["speedup"] = _speedups(rows, plan["trained"])
     if "quality" not in plan["skip"]:
@@ -174,14 +178,33 @@ def _find(rows: list[dict], label_start: str, resolution: int, batch: int) -> fl
     raise KeyError(label_start)
 
 
+def _transformer_seconds(rows: list[dict], label_start: str, resolution: int, batch: int) -> float | None:
+    for row in rows:
+        if row["label"].startswith(label_start) and row.get("dtype", "float32") == "float32":
+            for s in row["settings"]:
+                if s["resolution"] == resolution and s["batch"] == batch and "breakdown" in s:
+                    return s["breakdown"]["transformer"]
+    return None
+
+
 def _speedups(rows: list[dict], resolution: int) -> dict:
     """End-to-end speed-ups at the trained resolution and batch 1 (the JSON's top-level ``speedup``)."""
     batch = min(s["batch"] for s in rows[0]["settings"])
     teacher = _find(rows, "teacher 50 steps", resolution, batch)
-    return {"student_4_vs_teacher_50": teacher / _find(rows, "4-step student fp32", resolution, batch),
-            "student_2_vs_teacher_50": teacher / _find(rows, "2-step student fp32", resolution, batch),
-            "resolution": resolution, "batch": batch,
-            "nfe_limit": {"student_4": 100 / 4, "student_2": 100 / 2}}
+    out = {"student_4_vs_teacher_50": teacher / _find(rows, "4-step student fp32", resolution, batch),
+           "student_2_vs_teacher_50": teacher / _find(rows, "2-step student fp32", resolution, batch),
+           "resolution": resolution, "batch": batch, "nfe_limit": {"student_4": 100 / 4, "student_2": 100 / 2}}
+    # the limit this device really offers: the teacher's transformer time over the student's (a CFG call on a
+    # doubled batch need not cost two calls), measured in the same run
+    t_teacher = _transformer_seconds(rows, "teacher 50 steps", resolution, batch)
+    limits = {}
+    for key, label in (("student_4", "4-step student fp32"), ("student_2", "2-step student fp32")):
+        t_student = _transformer_seconds(rows, label, resolution, batch)
+        if t_teacher and t_student:
+            limits[key] = t_teacher / t_student
+    if limits:
+        out["transformer_time_limit"] = limits
+    return out
 
 
 def _environment(device: str) -> dict:

@@ -39,12 +39,21 @@ def add_lora(model: nn.Module, rank: int = 16, alpha: float | None = None,
 
 @contextmanager
 def teacher_mode(model: nn.Module):
-    """Run ``model`` with its adapters disabled (the frozen base = the teacher); re-enable them on exit."""
+    """Run ``model`` with its adapters disabled (the frozen base = the teacher); re-enable them on exit.
+
+    Gradient checkpointing is off inside: checkpointing would recompute these forwards during the backward, when
+    the adapters are on again (the student's own blocks need them on in the same backward), so the teacher's
+    activations are kept instead."""
+    checkpointed = [m for m in model.modules() if getattr(m, "gradient_checkpointing", False) is True]
+    for m in checkpointed:
+        m.gradient_checkpointing = False
     model.disable_adapters()
     try:
         yield model
     finally:
         model.enable_adapters()
+        for m in checkpointed:
+            m.gradient_checkpointing = True
 
 
 class AdaptersOff:

@@ -101,10 +101,6 @@ class FlashDiffusionConfig:
         if self.distill_loss == "lpips" and not self.lpips_weights:
             raise ConfigError("distill_loss: lpips needs lpips_weights, a local file of LPIPS weights (nothing is "
                               "downloaded); on Shapes use distill_loss: perceptual")
-        if self.student == "lora" and self.train.gradient_checkpointing and self.uses_disc:
-            raise ConfigError("train.gradient_checkpointing with student: lora and adv_weights > 0: the frozen "
-                              "teacher is the student's own module with its adapters off, and checkpoint "
-                              "recomputation would run it with them on; use student: full or turn it off")
 
     def check_paths(self) -> None:
         if self.lpips_weights and not Path(self.lpips_weights).is_file():

@@ -40,7 +40,7 @@ from ..types import Conditioning
 from . import common
 from .sd35_flash_parts import add_student, build, draw_steps, finish, preview
 
-__all__ = ["Parts", "distribution_matching", "generator_step", "proxy_step", "disc_step"]
+__all__ = ["Parts", "distribution_matching", "generator_step", "student_update", "proxy_step", "disc_step"]
 
 
 @dataclass
@@ -151,7 +151,9 @@ def student_point(parts: Parts, mb: dict) -> torch.Tensor:
 
 def generator_step(parts: Parts, mb: dict, fakes: list) -> dict[str, torch.Tensor]:
     """The student's loss terms on one micro-batch (SD3.5-Flash §3: DMD with timestep sharing, adversarial, gram);
-    appends the detached x0 estimates to ``fakes`` for the proxy and discriminator."""
+    appends the detached x0 estimates to ``fakes`` for the proxy and discriminator.
+
+    Run it inside :func:`student_update`, which keeps the proxy and the heads frozen through the backward too."""
     cfg, run = parts.cfg, parts.run
     cond, t, t_next = mb["cond"], mb["t_label"], mb["t_next"]
     x = student_point(parts, mb)
@@ -160,31 +162,39 @@ def generator_step(parts: Parts, mb: dict, fakes: list) -> dict[str, torch.Tenso
     fakes.append(x0_s.detach())
     terms = {}
     proxy = SD3Adapter(parts.proxy.module)  # bare modules: fixed functions inside the student's update
-    with frozen(parts.proxy.module, *([parts.disc.module] if parts.disc else [])):
-        if cfg.dmd_weight > 0:
-            if cfg.timestep_sharing:
-                x_t, t_s = euler_step(x, v, t, t_next), mb["t_score"]  # the student's own landing point
-                mask = (t_s > 0).to(x0_s.dtype)  # landing at t = 0: no shared timestep, no DMD term
-            else:
-                x_t, t_s = interpolate(x0_s.detach(), mb["renoise_noise"], mb["renoise_t"]), mb["renoise_t"]
-                mask = torch.ones_like(t_s)
-            # one step for the whole batch landing at 0 (the same on every process): skip the wasted scores
-            if not (cfg.timestep_sharing and cfg.steps_per_batch and float(mb["t_score"][0]) <= 0):
-                out = parts.losses["dmd"](parts.teacher, proxy, x0_s, x_t, t_s, cond)
-                terms["dmd"] = cfg.dmd_weight * (out.loss * mask).mean()  # masked samples count as 0
-                run.log(**out.logs)
-        if parts.disc is not None:
-            feats = disc_features(proxy, x0_s, cfg.disc_t_star, cond, cfg.disc_blocks, _level_major(mb["d_noise_g"]))
-            out = parts.losses["g_adv"](parts.disc.module(feats), num_levels=len(cfg.disc_t_star))
-            terms["adv"] = cfg.adv_weight * out.loss.mean()
-        if cfg.gram_weight > 0:
-            t_g = torch.full_like(t, cfg.gram_t)
-            f_s = parts.teacher_plain.features(interpolate(x0_s, mb["g_noise"], t_g), t_g, cond, cfg.gram_blocks)
-            with torch.no_grad():  # the teacher sample of the same prompt and noise is the target
-                f_t = parts.teacher_plain.features(interpolate(mb["latents"], mb["g_noise"], t_g), t_g, cond,
-                                                   cfg.gram_blocks)
-            terms["gram"] = cfg.gram_weight * parts.losses["gram"](f_s, f_t).loss.mean()
+    if cfg.dmd_weight > 0:
+        if cfg.timestep_sharing:
+            x_t, t_s = euler_step(x, v, t, t_next), mb["t_score"]  # the student's own landing point
+            mask = (t_s > 0).to(x0_s.dtype)  # landing at t = 0: no shared timestep, no DMD term
+        else:
+            x_t, t_s = interpolate(x0_s.detach(), mb["renoise_noise"], mb["renoise_t"]), mb["renoise_t"]
+            mask = torch.ones_like(t_s)
+        # one step for the whole batch landing at 0 (the same on every process): skip the wasted scores
+        if not (cfg.timestep_sharing and cfg.steps_per_batch and float(mb["t_score"][0]) <= 0):
+            out = parts.losses["dmd"](parts.teacher, proxy, x0_s, x_t, t_s, cond)
+            terms["dmd"] = cfg.dmd_weight * (out.loss * mask).mean()  # masked samples count as 0
+            run.log(**out.logs)
+    if parts.disc is not None:
+        feats = disc_features(proxy, x0_s, cfg.disc_t_star, cond, cfg.disc_blocks, _level_major(mb["d_noise_g"]))
+        out = parts.losses["g_adv"](parts.disc.module(feats), num_levels=len(cfg.disc_t_star))
+        terms["adv"] = cfg.adv_weight * out.loss.mean()
+    if cfg.gram_weight > 0:
+        t_g = torch.full_like(t, cfg.gram_t)
+        f_s = parts.teacher_plain.features(interpolate(x0_s, mb["g_noise"], t_g), t_g, cond, cfg.gram_blocks)
+        with torch.no_grad():  # the teacher sample of the same prompt and noise is the target
+            f_t = parts.teacher_plain.features(interpolate(mb["latents"], mb["g_noise"], t_g), t_g, cond,
+                                               cfg.gram_blocks)
+        terms["gram"] = cfg.gram_weight * parts.losses["gram"](f_s, f_t).loss.mean()
     return terms
+
+
+def student_update(parts: Parts, mb: dict, fakes: list) -> dict:
+    """One optimiser step of the student on :func:`generator_step`'s terms, with the proxy and the heads frozen
+    (fixed functions inside the student's update) through forward *and* backward: gradient checkpointing
+    recomputes their forwards during the backward, and a graph recomputed with trainable weights would not match
+    the one saved (torch raises)."""
+    with frozen(parts.proxy.module, *([parts.disc.module] if parts.disc else [])):
+        return parts.run.update_accumulated("student", lambda m: generator_step(parts, m, fakes), mb)
 
 
 @torch.no_grad()
@@ -230,7 +240,7 @@ def distribution_matching(cfg) -> None:
         mb = draw_iteration(parts, next(stream), it)
         if (it - 1) % cfg.proxy_updates == 0:
             fakes: list[torch.Tensor] = []
-            gen_logs = run.update_accumulated("student", lambda m, out=fakes: generator_step(parts, m, out), mb)
+            gen_logs = student_update(parts, mb, fakes)
             mb["fake"] = torch.cat(fakes)
         else:
             mb["fake"] = torch.cat([student_samples(parts, m) for m in _micro(run, mb)])

@@ -137,6 +137,22 @@ def test_full_student_and_proxy_and_perceptual_variants(data_dir):
     assert "disc" not in _metrics(data_dir, "fixed")[-1]  # no adversarial phase: no discriminator is built
 
 
+def test_lora_student_with_gradient_checkpointing_trains_the_same(data_dir):
+    """The teacher is the student's module with its adapters off; checkpointing must not recompute it in the
+    backward with them on (``teacher_mode`` keeps its activations instead): same student as without."""
+    from safetensors.torch import load_file
+
+    weights = {}
+    for ckpt in (False, True):
+        name = f"lora_ckpt_{ckpt}"
+        run_recipe(_cfg(data_dir, name, train={"gradient_checkpointing": ckpt}))
+        assert _metrics(data_dir, name)[-1]["adv"] > 0  # the adversarial term ran through the teacher
+        weights[ckpt] = load_file(str(next((data_dir / name).glob("*.safetensors"))))
+    diff = max((weights[True][k] - weights[False][k]).abs().max().item() for k in weights[False])
+    scale = max(weights[False][k].abs().max().item() for k in weights[False])
+    assert diff < 1e-4 * scale
+
+
 def test_phase_schedule():
     cfg = FlashDiffusionConfig(phase_every=10)
     assert [phase_of(cfg, it) for it in (1, 10, 11, 30, 31, 1000)] == [0, 0, 1, 2, 3, 3]
@@ -153,7 +169,6 @@ def test_phase_schedule():
     ({"distill_loss": "lpips"}, "lpips_weights"),
     ({"mode_weights": [[0.5, 0.5, 0, 0.1]] * 4}, r"mode_weights\[0\]"),
     ({"disc_t_levels": [0.5, 1.0]}, "disc_t_levels"),
-    ({"train": {"gradient_checkpointing": True}}, "gradient_checkpointing"),
 ])
 def test_config_refuses_unused_or_bad_keys(kw, match):
     with pytest.raises(ConfigError, match=match):

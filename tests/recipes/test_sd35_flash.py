@@ -187,3 +187,25 @@ def test_merge_with_one_ratio_interpolates_exactly_and_records_it(data_dir, pre_
     assert main(["merge", "--low", str(pre_student), "--high", str(pre_student), "--out", str(out),
                  "--ratios", "x"]) == 2
     assert "--ratios x" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("num_steps", [4, 2])
+def test_dmd_stage_with_gradient_checkpointing(data_dir, pre_student, num_steps):
+    """Checkpointing recomputes the proxy's forward inside the student's backward: the proxy (and the heads) must
+    still be frozen there, or the recomputed graph differs from the saved one (torch raised at step 1). The
+    checkpointed run trains the same student as the plain one."""
+    weights = {}
+    for ckpt in (False, True):
+        name = f"dmd_ckpt_{num_steps}_{ckpt}"
+        cfg = _cfg(data_dir, name, stage="dmd", init_student=str(data_dir / "pre"), proxy_updates=1,
+                   num_steps=num_steps, disc_blocks=[0, 1], disc_hidden=16, gram_weight=1.0, gram_blocks=[1],
+                   student_noise="data", student_optim={"lr": 1e-3})
+        cfg.train.gradient_checkpointing = ckpt
+        run_recipe(cfg)
+        rows = _metrics(data_dir, name)
+        assert len(rows) == 2 and all(r["grad_norm/student"] > 0 for r in rows)
+        weights[ckpt] = load_file(str(next((data_dir / name / "transformer").glob("*.safetensors"))))
+    diff = max((weights[True][k] - weights[False][k]).abs().max().item() for k in weights[False])
+    moved = max((weights[False][k] - load_file(str(next((data_dir / "pre" / "transformer").glob("*.safetensors"))))[k])
+                .abs().max().item() for k in weights[False])
+    assert moved > 1e-4 and diff < 1e-3 * moved
