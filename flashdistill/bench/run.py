@@ -123,8 +123,6 @@ def _measure(variant, plan: dict, work: Path, breakdown: bool) -> dict:
 
 
 def run(args) -> int:
-    from tqdm.auto import tqdm
-
     t_start = time.time()
     plan = _plan(args)
     work = Path(args.work)
@@ -134,13 +132,36 @@ def run(args) -> int:
                  "students": {k: str(v) for k, v in plan["students"].items()}, "trained_resolution": plan["trained"],
                  "resolutions": plan["resolutions"], "batches": plan["batches"], "repeats": plan["repeats"]}
     out.update(_environment(plan["device"]))
+    try:
+        _run_parts(args, plan, work, out)
+    except BaseException:  # keep what was measured: <out>/<name>.partial.json
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / f"{args.name}.partial.json").write_text(json.dumps(out, indent=1) + "\n")
+        print(f"bench: stopped; what was measured is in {Path(args.out) / (args.name + '.partial.json')}",
+              file=sys.stderr)
+        raise
+    out["minutes"] = (time.time() - t_start) / 60
+    from .report import write_results
+
+    paths = write_results(out, Path(args.out), args.name)
+    (Path(args.out) / f"{args.name}.partial.json").unlink(missing_ok=True)
+    print("\n".join(f"wrote {p}" for p in paths) + f" ({out['minutes']:.1f} min)")
+    if "speedup" in out:
+        s = out["speedup"]
+        print(f"end to end at {plan['trained']} px, batch 1: 4-step student {s['student_4_vs_teacher_50']:.1f}x, "
+              f"2-step {s['student_2_vs_teacher_50']:.1f}x faster than the 50-step CFG teacher")
+    return 0
+
+
+def _run_parts(args, plan: dict, work: Path, out: dict) -> None:
+    from tqdm.auto import tqdm
+
     if "latency" not in plan["skip"]:
         variants = _variants(plan, work / "variants", args.quick)
-        rows = []
+        rows = out["latency"] = []
         for v in tqdm(variants, desc="latency (a fresh process per variant)", unit="variant"):
             rows.append(_measure(v, plan, work, breakdown=v.label.split(",")[0] in BREAKDOWN or
                                  v.label.startswith("teacher 50") and v.dtype == "float32"))
-        out["latency"] = rows
         out["speedup"] = _speedups(rows, plan["trained"])
     if "quality" not in plan["skip"]:
         from .quality import variant_quality
@@ -157,16 +178,6 @@ def run(args) -> int:
         out["memory_on_paper"] = {"params": params, "estimates": memory_estimates(params),
                                   "model": "SD3.5 Medium (built-in configs)" if args.model in (None, "sd3-nano")
                                   else str(plan["teacher"])}
-    out["minutes"] = (time.time() - t_start) / 60
-    from .report import write_results
-
-    paths = write_results(out, Path(args.out), args.name)
-    print("\n".join(f"wrote {p}" for p in paths) + f" ({out['minutes']:.1f} min)")
-    if "speedup" in out:
-        s = out["speedup"]
-        print(f"end to end at {plan['trained']} px, batch 1: 4-step student {s['student_4_vs_teacher_50']:.1f}x, "
-              f"2-step {s['student_2_vs_teacher_50']:.1f}x faster than the 50-step CFG teacher")
-    return 0
 
 
 def _find(rows: list[dict], label_start: str, resolution: int, batch: int) -> float:
