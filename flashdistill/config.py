@@ -105,7 +105,12 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping; a missing file, a YAML syntax error or a non-mapping is a ``ConfigError``."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+        from .assets_paths import shipped_config
+
+        shipped = shipped_config(path)
+        if shipped is None:
+            raise ConfigError(f"config file not found: {path}")
+        path = shipped
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, OSError) as err:

@@ -13,12 +13,14 @@ import argparse
 import time
 from pathlib import Path
 
+from .assets_paths import CONFIGS as SHIPPED_CONFIGS
+
 # the helpers both demos share (re-exported: benchmarks and tests import them from here)
 from .demo_report import comparison_grid, evaluate_rows, grid_columns, teacher_data, write_report
 
 __all__ = ["add_args", "run", "comparison_grid", "evaluate_rows", "grid_columns", "teacher_data", "write_report"]
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "sd35_flash"
+CONFIGS = SHIPPED_CONFIGS / "sd35_flash"
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:

@@ -11,9 +11,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from .assets_paths import CONFIGS as SHIPPED_CONFIGS
+
 __all__ = ["run_flash", "CONFIGS"]
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "flash_diffusion"
+CONFIGS = SHIPPED_CONFIGS / "flash_diffusion"
 
 
 def run_flash(args) -> int:

@@ -66,13 +66,14 @@ def _training_tables(t: dict) -> list[str]:
                      f"{r['seconds_per_iteration']:.3f} | {mem} |")
     p = t["stage2_passes"]
     lines += ["", f"Stage 2, {p['iterations']} iterations recorded: **{p['seconds_per_iteration']:.3f} s** per "
-              f"iteration against **{p['passes_alone_seconds']:.3f} s** for the same transformer passes timed alone: "
-              f"ratio **{p['ratio']:.2f}×** (target ≤ 1.2×).", "",
-              "| batch | autograd | input grad | weight grad | blocks run | calls / iteration | s each alone |",
-              "|---|---|---|---|---|---|---|"]
+              f"iteration against **{p['passes_alone_seconds']:.3f} s** for the same network passes (transformers and "
+              f"discriminator heads) timed alone: ratio **{p['ratio']:.2f}×** (target ≤ 1.2×).", "",
+              "| network | batch | autograd | input grad | weight grad | blocks run | calls / iteration | "
+              "s each alone |",
+              "|---|---|---|---|---|---|---|---|"]
     for c in p["passes"]:
-        lines.append(f"| {c['batch']} | {c['grad']} | {c['input_grad']} | {c['weight_grad']} | {c['blocks']} | "
-                     f"{c['per_iteration']:.1f} | {c['seconds']:.4f} |")
+        lines.append(f"| {c.get('network', 'transformer')} | {c['batch']} | {c['grad']} | {c['input_grad']} | "
+                     f"{c['weight_grad']} | {c['blocks']} | {c['per_iteration']:.1f} | {c['seconds']:.4f} |")
     return lines
 
 
@@ -129,7 +130,8 @@ def write_results(out: dict, folder: Path, name: str) -> list[Path]:
     json_path, md_path = folder / f"{name}.json", folder / f"{name}.md"
     json_path.write_text(json.dumps(out, indent=1) + "\n")
     lines = [f"# flashdistill bench ({'quick' if out['quick'] else 'full'})", "",
-             f"Regenerate: `{out['command']}` ({out['minutes']:.0f} min on this machine: {out['machine']}, "
+             f"Regenerate: `{out['command']}` ({out['minutes']:.0f} min on this machine"
+             f"{' after resuming a stopped run' if out.get('resumed') else ''}: {out['machine']}, "
              f"{out['threads']} threads, torch {out['torch']}, diffusers {out['diffusers']}, device {out['device']}). "
              f"Teacher `{out['teacher']}`; students " + ", ".join(f"`{v}`" for v in out["students"].values()) + "."]
     paths = [json_path, md_path]

@@ -39,6 +39,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batches", default=None, help="comma-separated batch sizes (default 1,8; quick: 1)")
     parser.add_argument("--repeats", type=int, default=None, help="timed calls per setting after one warm-up "
                         "(median reported; default 3, quick 2)")
+    parser.add_argument("--resume", action="store_true", help="keep what <out>/<name>.partial.json (left by a run "
+                        "that stopped) measured with the same settings, and measure only the rest")
     parser.add_argument("--skip", default="", help=f"comma-separated parts to leave out: {','.join(PARTS)}")
     parser.add_argument("--seeds", default=None, help="quality: evaluation seed sets (default 1,2,3,4; quick 1,2)")
     parser.add_argument("--n-per-category", type=int, default=None, help="quality: prompts per category and seed "
@@ -132,19 +134,21 @@ def run(args) -> int:
                  "students": {k: str(v) for k, v in plan["students"].items()}, "trained_resolution": plan["trained"],
                  "resolutions": plan["resolutions"], "batches": plan["batches"], "repeats": plan["repeats"]}
     out.update(_environment(plan["device"]))
+    partial = Path(args.out) / f"{args.name}.partial.json"
+    if args.resume and partial.is_file():
+        out = _resumed(out, partial)
     try:
         _run_parts(args, plan, work, out)
     except BaseException:  # keep what was measured: <out>/<name>.partial.json
         Path(args.out).mkdir(parents=True, exist_ok=True)
-        (Path(args.out) / f"{args.name}.partial.json").write_text(json.dumps(out, indent=1) + "\n")
-        print(f"bench: stopped; what was measured is in {Path(args.out) / (args.name + '.partial.json')}",
-              file=sys.stderr)
+        partial.write_text(json.dumps(out, indent=1) + "\n")
+        print(f"bench: stopped; what was measured is in {partial} (--resume continues from it)", file=sys.stderr)
         raise
     out["minutes"] = (time.time() - t_start) / 60
     from .report import write_results
 
     paths = write_results(out, Path(args.out), args.name)
-    (Path(args.out) / f"{args.name}.partial.json").unlink(missing_ok=True)
+    partial.unlink(missing_ok=True)
     print("\n".join(f"wrote {p}" for p in paths) + f" ({out['minutes']:.1f} min)")
     if "speedup" in out:
         s = out["speedup"]
@@ -153,21 +157,43 @@ def run(args) -> int:
     return 0
 
 
+SETTINGS = ("quick", "device", "teacher", "students", "resolutions", "batches", "repeats", "torch", "diffusers",
+            "threads", "machine")
+
+
+def _resumed(out: dict, partial: Path) -> dict:
+    """``out`` with the parts a stopped run measured, refusing a partial file made with other settings."""
+    try:
+        old = json.loads(partial.read_text())
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"--resume: {partial} is not valid JSON ({err}); delete it to start afresh") from None
+    changed = [k for k in SETTINGS if old.get(k) != out.get(k)]
+    if changed:
+        raise ConfigError(f"--resume: {partial} was measured with other settings ({', '.join(changed)}); "
+                          "delete it or run with the same ones")
+    print(f"bench: resuming from {partial}: {', '.join(k for k in ('latency', 'quality', 'training') if k in old)}")
+    old["resumed"] = old.get("resumed", 0) + 1
+    return old
+
+
 def _run_parts(args, plan: dict, work: Path, out: dict) -> None:
     from tqdm.auto import tqdm
 
     if "latency" not in plan["skip"]:
         variants = _variants(plan, work / "variants", args.quick)
-        rows = out["latency"] = []
+        rows = out.setdefault("latency", [])
+        done = {row["label"] for row in rows}
         for v in tqdm(variants, desc="latency (a fresh process per variant)", unit="variant"):
+            if v.label in done:
+                continue
             rows.append(_measure(v, plan, work, breakdown=v.label.split(",")[0] in BREAKDOWN or
                                  v.label.startswith("teacher 50") and v.dtype == "float32"))
         out["speedup"] = _speedups(rows, plan["trained"])
-    if "quality" not in plan["skip"]:
+    if "quality" not in plan["skip"] and "quality" not in out:
         from .quality import variant_quality
 
         out["quality"] = variant_quality(plan, work / "variants", args)
-    if "train" not in plan["skip"]:
+    if "train" not in plan["skip"] and "training" not in out:
         from .training import training_cost
 
         out["training"] = training_cost(plan, work / "train", args)

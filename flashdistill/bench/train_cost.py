@@ -17,11 +17,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..assets_paths import CONFIGS as SHIPPED_CONFIGS
 from ..config import ConfigError
 
 __all__ = ["Stage", "stages", "stage_cost", "CONFIGS"]
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"  # the source tree's shipped YAMLs (as the demo)
+CONFIGS = SHIPPED_CONFIGS
 
 
 @dataclass

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from ..config import ConfigError
 from ..pipelines.folders import RUN_SETTINGS_FILE, check_pipeline_folder, has_t5, is_lora_folder, read_run_settings
+from ..pipelines.model_card import CARD_FILE, SAMPLE_FILE, write_model_card
 from ..pipelines.quantized import (
     SCHEMES,
     TORCHAO_SCHEMES,
@@ -100,7 +101,9 @@ def _export(model: Path, source: Path, partial: Path, out: Path, no_t5: bool, qu
         raise ConfigError(f"--model {model}: its transformer is already quantised ({already}); export from the "
                           "unquantised student")
     drop = set(T5_COMPONENTS) if no_t5 else set()
-    skip = {*drop, RUN_SETTINGS_FILE, ".lock"} | ({"transformer"} if quantize else set())
+    # the source's card and sample describe the source: the export gets its own card (without a sample: rendering
+    # one would run the model here, on the CPU, which for SD3.5 Medium takes minutes)
+    skip = {*drop, RUN_SETTINGS_FILE, ".lock", CARD_FILE, SAMPLE_FILE} | ({"transformer"} if quantize else set())
     shutil.copytree(source, partial, ignore=lambda d, names: [n for n in names if Path(d) == source and n in skip])
     if no_t5:
         index_path = partial / "model_index.json"
@@ -120,6 +123,7 @@ def _export(model: Path, source: Path, partial: Path, out: Path, no_t5: bool, qu
                       "max_sequence_length": settings.get("max_sequence_length", 256),
                       "dtype": str(folder_dtype(source / "transformer")).removeprefix("torch.")}
     (partial / RUN_SETTINGS_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    write_model_card(partial, name=out.name)
     if out.exists():
         out.rmdir()
     partial.rename(out)

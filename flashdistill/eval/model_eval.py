@@ -220,6 +220,14 @@ def run(args) -> int:
               f"{result['seconds_per_image'] * 1000:.1f} ms/image, seed sets {seeds} "
               f"({result['train']['n_prompts']} train prompts)")
     print(_table(rows))
+    if not args.images and args.steps is None and args.guidance is None and not args.no_t5:  # its own settings
+        from ..pipelines.model_card import update_eval_section
+
+        seeds_text = ",".join(map(str, result["seeds"]))
+        if update_eval_section(resolve_model(args.model), f"`flashdistill eval --seeds {seeds_text} "
+                               f"--n-per-category {args.n_per_category}` (the Shapes world's judges):\n\n"
+                               + _table(rows)):
+            print(f"model card updated: {resolve_model(args.model) / 'README.md'}")
     if args.json:
         Path(args.json).write_text(scores_json({"result": result}))
         print(f"scores written to {args.json}")

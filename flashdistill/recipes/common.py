@@ -129,4 +129,8 @@ def save_student(pipe, transformer: torch.nn.Module, out: str | Path, timesteps,
     info = {"kind": "student", "sigmas": sigmas_for_pipeline(grid.tolist()), "guidance_scale": 1.0,
             "num_inference_steps": len(grid) - 1, **(settings or {})}
     (out / "flashdistill.json").write_text(json.dumps(info, indent=2) + "\n")
+    from ..pipelines.model_card import write_model_card
+
+    student_pipe.set_progress_bar_config(disable=True)
+    write_model_card(out, pipe=student_pipe)  # README.md (Hugging Face format) + sample.png
     return out

@@ -109,4 +109,11 @@ def save_lora_student(pipe, net, cfg, settings: dict, data_meta: dict, params: d
     base = cfg.teacher if cfg.teacher in ("sd3-nano", "tiny") else str(Path(cfg.teacher).resolve())
     info.update(kind="lora", base=base)
     (out / "flashdistill.json").write_text(json.dumps(info, indent=2) + "\n")
+    from ..pipelines.model_card import write_model_card
+
+    # the sample: the in-memory pipeline (its transformer carries the trained adapters) with the student's scheduler
+    student_pipe = StableDiffusion3Pipeline(**{**pipe.components, "scheduler": pipe.scheduler.from_config(
+        pipe.scheduler.config, **info["scheduler"])})
+    student_pipe.set_progress_bar_config(disable=True)
+    write_model_card(out, pipe=student_pipe)
     return out

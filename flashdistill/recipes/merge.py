@@ -98,6 +98,9 @@ def run(args) -> int:
     info = json.loads((out / "flashdistill.json").read_text())
     info.update(stage="split_merged", merge_ratio_low=best["ratio_low"], merge_selection_seeds=selection)
     (out / "flashdistill.json").write_text(json.dumps(info, indent=2) + "\n")
+    from ..pipelines.model_card import write_model_card
+
+    write_model_card(out, pipe=low_pipe)  # the merged student's own card and sample
     (out / "merge_sweep.json").write_text(json.dumps({"selection_seeds": selection, "rows": rows,
                                                       "chosen": best["ratio_low"], "report": reported}, indent=2)
                                           + "\n")

@@ -4,6 +4,7 @@ student, the student's step draws, its registration with an EMA, the preview gri
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import torch
 
@@ -58,7 +59,8 @@ def finish(run, cfg, pipe, student_net, grid, settings, data, ema=None) -> None:
     if not run.is_main:
         return
     net = copy.deepcopy(student_net)
-    extra = {"recipe": "sd35_flash", "stage": cfg.stage}
+    teacher = cfg.teacher if cfg.teacher in ("sd3-nano", "tiny") else str(Path(cfg.teacher).resolve())
+    extra = {"recipe": "sd35_flash", "stage": cfg.stage, "teacher": teacher}
     if ema is not None:
         ema.copy_to(net)
         extra["branch_divergence"] = branch_divergence(ema.start, student_net.state_dict(), net.state_dict())

@@ -26,10 +26,13 @@ def test_stage2_pass_ratio_with_the_recipe(data_dir):
     passes = out["passes"]
     # passes with weight gradients: the proxy's flow matching every iteration, the student's step once per 5
     # (one generator update every proxy_updates = 5 iterations)
-    weight_grad = [p for p in passes if p["grad"] and p["weight_grad"]]
+    weight_grad = [p for p in passes if p["network"] == "transformer" and p["grad"] and p["weight_grad"]]
     assert sum(p["per_iteration"] for p in weight_grad) == pytest.approx(1 + 1 / 5)
     # every iteration: the disc step's no-grad proxy features on real + fake (batch 2·4·levels), stopped early
     assert any(not p["grad"] and p["batch"] == 2 * 4 * 3 and p["blocks"] == 2 for p in passes)
+    # the heads: trained every iteration on real + fake, and a fixed function in the student's update (1 in 5)
+    heads = {(p["weight_grad"], p["input_grad"]): p["per_iteration"] for p in passes if p["network"] == "heads"}
+    assert heads == {(True, False): pytest.approx(1.0), (False, True): pytest.approx(1 / 5)}
     assert out["passes_alone_seconds"] == pytest.approx(
         sum(p["per_iteration"] * p["seconds"] for p in passes))
 
