@@ -141,7 +141,8 @@ def write_results(out: dict, folder: Path, name: str) -> list[Path]:
         paths.append(chart)
         lines += ["", "## Latency per image (ms, median of "
                   f"{out['repeats']} calls after one warm-up; stock `pipe(...)`, prompt to PIL images)", "",
-                  f"End to end at {s['resolution']} px, batch {s['batch']}: the 4-step student is "
+                  f"End to end at {s['resolution']} px, batch {s['batch']} (medians of {s.get('rounds', '?')} rounds "
+                  "of teacher and students called in turn in one process): the 4-step student is "
                   f"**{s['student_4_vs_teacher_50']:.1f}×** faster than the 50-step CFG teacher (NFE limit 25×), the "
                   f"2-step student **{s['student_2_vs_teacher_50']:.1f}×** (limit 50×)."
                   + _limit_sentence(s), "",

@@ -188,7 +188,7 @@ def _run_parts(args, plan: dict, work: Path, out: dict) -> None:
                 continue
             rows.append(_measure(v, plan, work, breakdown=v.label.split(",")[0] in BREAKDOWN or
                                  v.label.startswith("teacher 50") and v.dtype == "float32"))
-        out["speedup"] = _speedups(rows, plan["trained"])
+        out["speedup"] = _speedups(_interleaved(plan, work, args.quick))
     if "quality" not in plan["skip"] and "quality" not in out:
         from .quality import variant_quality
 
@@ -206,42 +206,41 @@ def _run_parts(args, plan: dict, work: Path, out: dict) -> None:
                                   else str(plan["teacher"])}
 
 
-def _find(rows: list[dict], label_start: str, resolution: int, batch: int) -> float:
-    for row in rows:
-        if row["label"].startswith(label_start) and row.get("dtype", "float32") == "float32":
-            for s in row["settings"]:
-                if s["resolution"] == resolution and s["batch"] == batch:
-                    return s["seconds_per_image"]
-    raise KeyError(label_start)
+def _interleaved(plan: dict, work: Path, quick: bool) -> dict:
+    """The teacher at 50 steps and both fp32 students timed in rounds in one process
+    (:mod:`flashdistill.bench.speedup`), at the trained resolution and the smallest batch."""
+    from .variants import teacher_variants
+
+    specs = [teacher_variants(plan["teacher"], steps=(50,))[0].spec()]
+    for name, folder in plan["students"].items():
+        from ..pipelines.folders import read_run_settings
+
+        settings = read_run_settings(folder)
+        specs.append({"label": f"{name} fp32", "model": str(folder), "steps": None, "sigmas": settings["sigmas"],
+                      "guidance": settings.get("guidance_scale", 1.0),
+                      "max_sequence_length": settings.get("max_sequence_length", 256)})
+    spec = {"teacher": str(plan["teacher"]), "variants": specs, "resolution": plan["trained"],
+            "batch": min(plan["batches"]), "rounds": 3 if quick else 9, "device": plan["device"],
+            "prompt": "two red circles left of a blue square"}
+    with tempfile.TemporaryDirectory(dir=work) as tmp:
+        spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "out.json"
+        spec_path.write_text(json.dumps(spec))
+        proc = subprocess.run([sys.executable, "-m", "flashdistill.bench.speedup", str(spec_path), str(out_path)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise ConfigError(f"bench: the interleaved speed-up run failed:\n{proc.stderr[-1500:]}")
+        return {**json.loads(out_path.read_text()), "labels": [v["label"] for v in specs]}
 
 
-def _transformer_seconds(rows: list[dict], label_start: str, resolution: int, batch: int) -> float | None:
-    for row in rows:
-        if row["label"].startswith(label_start) and row.get("dtype", "float32") == "float32":
-            for s in row["settings"]:
-                if s["resolution"] == resolution and s["batch"] == batch and "breakdown" in s:
-                    return s["breakdown"]["transformer"]
-    return None
-
-
-def _speedups(rows: list[dict], resolution: int) -> dict:
-    """End-to-end speed-ups at the trained resolution and batch 1 (the JSON's top-level ``speedup``)."""
-    batch = min(s["batch"] for s in rows[0]["settings"])
-    teacher = _find(rows, "teacher 50 steps", resolution, batch)
-    out = {"student_4_vs_teacher_50": teacher / _find(rows, "4-step student fp32", resolution, batch),
-           "student_2_vs_teacher_50": teacher / _find(rows, "2-step student fp32", resolution, batch),
-           "resolution": resolution, "batch": batch, "nfe_limit": {"student_4": 100 / 4, "student_2": 100 / 2}}
-    # the limit this device really offers: the teacher's transformer time over the student's (a CFG call on a
-    # doubled batch need not cost two calls), measured in the same run
-    t_teacher = _transformer_seconds(rows, "teacher 50 steps", resolution, batch)
-    limits = {}
-    for key, label in (("student_4", "4-step student fp32"), ("student_2", "2-step student fp32")):
-        t_student = _transformer_seconds(rows, label, resolution, batch)
-        if t_teacher and t_student:
-            limits[key] = t_teacher / t_student
-    if limits:
-        out["transformer_time_limit"] = limits
-    return out
+def _speedups(inter: dict) -> dict:
+    """End-to-end speed-ups (the JSON's top-level ``speedup``): ratios of interleaved medians, plus the limit the
+    transformer time alone allows on this device (a CFG call on a doubled batch need not cost two calls)."""
+    teacher, four, two = inter["labels"]
+    sec, tr = inter["seconds"], inter["transformer_seconds"]
+    return {"student_4_vs_teacher_50": sec[teacher] / sec[four], "student_2_vs_teacher_50": sec[teacher] / sec[two],
+            "resolution": inter["resolution"], "batch": inter["batch"], "rounds": inter["rounds"],
+            "seconds": sec, "nfe_limit": {"student_4": 100 / 4, "student_2": 100 / 2},
+            "transformer_time_limit": {"student_4": tr[teacher] / tr[four], "student_2": tr[teacher] / tr[two]}}
 
 
 def _environment(device: str) -> dict:
