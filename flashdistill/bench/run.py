@@ -106,19 +106,24 @@ def _variants(plan: dict, work: Path, quick: bool) -> list:
     return variants
 
 
+def _worker(module: str, spec: dict, work: Path, what: str) -> dict:
+    """Run ``python -m flashdistill.bench.<module> SPEC OUT`` in a fresh process; its JSON result."""
+    with tempfile.TemporaryDirectory(dir=work) as tmp:
+        spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "out.json"
+        spec_path.write_text(json.dumps(spec))
+        proc = subprocess.run([sys.executable, "-m", f"flashdistill.bench.{module}", str(spec_path), str(out_path)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise ConfigError(f"bench: {what} failed:\n{proc.stderr[-1500:]}")
+        return json.loads(out_path.read_text())
+
+
 def _measure(variant, plan: dict, work: Path, breakdown: bool) -> dict:
     """One variant in a fresh process (:mod:`flashdistill.bench.latency`)."""
     spec = {**variant.spec(), "device": plan["device"], "resolutions": plan["resolutions"],
             "batches": plan["batches"], "warmup": 1, "repeats": plan["repeats"], "breakdown": breakdown,
             "breakdown_resolution": plan["trained"], "prompt": "two red circles left of a blue square"}
-    with tempfile.TemporaryDirectory(dir=work) as tmp:
-        spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "out.json"
-        spec_path.write_text(json.dumps(spec))
-        proc = subprocess.run([sys.executable, "-m", "flashdistill.bench.latency", str(spec_path), str(out_path)],
-                              capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise ConfigError(f"bench: timing {variant.label} ({variant.model}) failed:\n{proc.stderr[-1500:]}")
-        result = json.loads(out_path.read_text())
+    result = _worker("latency", spec, work, f"timing {variant.label} ({variant.model})")
     from ..pipelines.quantized import weight_bytes
 
     return {**variant.spec(), **result, "transformer_mb": weight_bytes(Path(variant.model) / "transformer") / 2**20}
@@ -222,14 +227,7 @@ def _interleaved(plan: dict, work: Path, quick: bool) -> dict:
     spec = {"teacher": str(plan["teacher"]), "variants": specs, "resolution": plan["trained"],
             "batch": min(plan["batches"]), "rounds": 3 if quick else 9, "device": plan["device"],
             "prompt": "two red circles left of a blue square"}
-    with tempfile.TemporaryDirectory(dir=work) as tmp:
-        spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "out.json"
-        spec_path.write_text(json.dumps(spec))
-        proc = subprocess.run([sys.executable, "-m", "flashdistill.bench.speedup", str(spec_path), str(out_path)],
-                              capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise ConfigError(f"bench: the interleaved speed-up run failed:\n{proc.stderr[-1500:]}")
-        return {**json.loads(out_path.read_text()), "labels": [v["label"] for v in specs]}
+    return {**_worker("speedup", spec, work, "the interleaved speed-up run"), "labels": [v["label"] for v in specs]}
 
 
 def _speedups(inter: dict) -> dict:
