@@ -20,6 +20,7 @@ SAMPLE_FILE = "sample.png"
 EVAL_BEGIN, EVAL_END = "<!-- flashdistill:eval -->", "<!-- /flashdistill:eval -->"
 SAMPLE_PROMPTS = ("a red circle left of a blue square", "two green triangles", "a yellow cross above a cyan circle",
                   "three magenta squares")
+DEVICE = '"cuda" if torch.cuda.is_available() else "cpu"'
 PAPERS = {"sd35_flash": "SD3.5-Flash (arXiv 2509.21318)", "flash_diffusion": "Flash Diffusion (arXiv 2406.02347)"}
 
 
@@ -47,8 +48,9 @@ def _code(folder_name: str, info: dict) -> str:
     if info.get("kind") == "lora":
         scheduler = info.get("scheduler") or {"shift": 1.0}
         args = ", ".join(f"{k}={v!r}" for k, v in scheduler.items())
-        return ("from diffusers import FlowMatchEulerDiscreteScheduler, StableDiffusion3Pipeline\n"
-                f'pipe = StableDiffusion3Pipeline.from_pretrained("{info.get("base", "BASE")}")\n'
+        return ("import torch\nfrom diffusers import FlowMatchEulerDiscreteScheduler, StableDiffusion3Pipeline\n"
+                f'pipe = StableDiffusion3Pipeline.from_pretrained("{info.get("base", "BASE")}", '
+                f'dtype=torch.bfloat16).to({DEVICE})\n'
                 f'pipe.load_lora_weights("{folder_name}")\n'
                 f"pipe.scheduler = FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler.config, {args})\n"
                 f"image = {call}")
@@ -60,7 +62,7 @@ def _code(folder_name: str, info: dict) -> str:
         lines.append("from flashdistill.pipelines.quantized import load_int6_transformer  # our packed 6-bit format")
         kwargs.append(f'transformer=load_int6_transformer("{folder_name}/transformer")')
     kwargs.append("dtype=torch.float32" if export.get("quantize") else "dtype=torch.bfloat16")
-    lines += [f'pipe = StableDiffusion3Pipeline.from_pretrained("{folder_name}", {", ".join(kwargs)})',
+    lines += [f'pipe = StableDiffusion3Pipeline.from_pretrained("{folder_name}", {", ".join(kwargs)}).to({DEVICE})',
               f"image = {call}"]
     return "\n".join(lines)
 

@@ -109,7 +109,7 @@ def test_lora_card_loads_the_base_and_sets_the_scheduler(tmp_path):
         "parameters": {"trainable": 1000, "total": 2000}}))
     text = write_model_card(folder).read_text()
     code = _code(text)
-    assert 'from_pretrained("/models/sd35m")' in code and 'load_lora_weights("lora")' in code
+    assert 'from_pretrained("/models/sd35m", dtype=torch.bfloat16)' in code and 'load_lora_weights("lora")' in code
     assert "stochastic_sampling=True" in code and "Flash Diffusion (arXiv 2406.02347)" in text
     assert "| trainable parameters | 1,000 of 2,000 |" in text and _front_matter(text)["license"] == "other"
 
