@@ -204,11 +204,6 @@ def _breakdown(pipe, clock: _Clock, prompts, kwargs, generator, repeats: int) ->
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     spec = json.loads(Path(argv[0]).read_text())
-    torch_threads = spec.get("threads")
-    if torch_threads:
-        import torch
-
-        torch.set_num_threads(int(torch_threads))
     result = measure_variant(spec)
     Path(argv[1]).write_text(json.dumps(result, indent=2) + "\n")
     return 0

@@ -21,7 +21,13 @@ from ..config import ConfigError
 __all__ = ["add_args", "run", "PARTS"]
 
 PARTS = ("latency", "quality", "train", "paper")
-BREAKDOWN = ("4-step student fp32", "2-step student fp32")  # (and the 50-step teacher) timed part by part
+
+
+def _wants_breakdown(variant) -> bool:
+    """Timed part by part: the 50-step teacher in fp32 and both unquantised students (with and without T5)."""
+    if variant.role == "teacher":
+        return variant.num_steps == 50 and variant.dtype == "float32"
+    return variant.quantize is None
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -191,8 +197,7 @@ def _run_parts(args, plan: dict, work: Path, out: dict) -> None:
         for v in tqdm(variants, desc="latency (a fresh process per variant)", unit="variant"):
             if v.label in done:
                 continue
-            rows.append(_measure(v, plan, work, breakdown=v.label.split(",")[0] in BREAKDOWN or
-                                 v.label.startswith("teacher 50") and v.dtype == "float32"))
+            rows.append(_measure(v, plan, work, breakdown=_wants_breakdown(v)))
         out["speedup"] = _speedups(_interleaved(plan, work, args.quick))
     if "quality" not in plan["skip"] and "quality" not in out:
         from .quality import variant_quality
@@ -214,16 +219,11 @@ def _run_parts(args, plan: dict, work: Path, out: dict) -> None:
 def _interleaved(plan: dict, work: Path, quick: bool) -> dict:
     """The teacher at 50 steps and both fp32 students timed in rounds in one process
     (:mod:`flashdistill.bench.speedup`), at the trained resolution and the smallest batch."""
-    from .variants import teacher_variants
+    from .variants import student_variants, teacher_variants
 
     specs = [teacher_variants(plan["teacher"], steps=(50,))[0].spec()]
-    for name, folder in plan["students"].items():
-        from ..pipelines.folders import read_run_settings
-
-        settings = read_run_settings(folder)
-        specs.append({"label": f"{name} fp32", "model": str(folder), "steps": None, "sigmas": settings["sigmas"],
-                      "guidance": settings.get("guidance_scale", 1.0),
-                      "max_sequence_length": settings.get("max_sequence_length", 256)})
+    for name, folder in plan["students"].items():  # the student as trained (no export is written for it)
+        specs.append(student_variants(folder, name, work, schemes=(None,), t5_options=(True,))[0].spec())
     spec = {"teacher": str(plan["teacher"]), "variants": specs, "resolution": plan["trained"],
             "batch": min(plan["batches"]), "rounds": 3 if quick else 9, "device": plan["device"],
             "prompt": "two red circles left of a blue square"}

@@ -21,9 +21,11 @@ __all__ = ["measure_interleaved"]
 
 
 def measure_interleaved(spec: dict) -> dict:
-    """``spec``: ``teacher`` (folder), ``variants`` (latency specs: the first is the teacher's), ``resolution``,
-    ``batch``, ``rounds``, ``device``, ``dtype``, ``prompt``."""
+    """``spec``: ``teacher`` (folder), ``variants`` (latency specs: the first is the teacher's; the others
+    unquantised student pipeline folders), ``resolution``, ``batch``, ``rounds``, ``device``, ``dtype``,
+    ``prompt``."""
     import torch
+    from diffusers import SD3Transformer2DModel
 
     from ..pipelines.folders import load_pipeline
 
@@ -34,10 +36,10 @@ def measure_interleaved(spec: dict) -> dict:
     for v in spec["variants"]:
         if v["model"] == spec["teacher"]:
             parts.append((pipe.transformer, pipe.scheduler))
-        else:
-            other = load_pipeline(v["model"], dtype=dtype)
-            parts.append((other.transformer.to(device), other.scheduler))
-            del other
+        else:  # only what differs: the transformer and the scheduler (not a second set of text encoders and VAE)
+            folder = Path(v["model"])
+            net = SD3Transformer2DModel.from_pretrained(folder / "transformer", dtype=dtype).to(device).eval()
+            parts.append((net, type(pipe.scheduler).from_pretrained(folder / "scheduler")))
     clock = _Clock(device)
     prompts = [spec["prompt"]] * spec["batch"]
     totals = {v["label"]: [] for v in spec["variants"]}

@@ -33,14 +33,11 @@ class Stage:
     cycle: int = 1  # iterations in one repeating pattern (stage 2: a generator update every proxy_updates)
 
 
-def stages(data: Path, student4: Path, flash_data: Path | None) -> list[Stage]:
-    """The SD3.5-Flash stages on the given teacher data and 4-step student, and Flash Diffusion on real data."""
+def stages(teacher: Path, data: Path, student4: Path, flash_data: Path | None) -> list[Stage]:
+    """The SD3.5-Flash stages on the given teacher data and 4-step student, and Flash Diffusion on real data (the
+    caller has checked that the folders exist)."""
     root = CONFIGS
-    for need, what in ((data, "--data"), (student4, "--student4")):
-        if not Path(need).exists():
-            raise ConfigError(f"{what} {need}: no such folder (make demo writes runs/demo/data and "
-                              "runs/demo/student_4step)")
-    common = [f"data={data}"]
+    common = [f"teacher={teacher}", f"data={data}"]
     out = [Stage("SD3.5-Flash stage 1 (trajectory guidance)", root / "sd35_flash" / "nano_pretrain.yaml", common),
            Stage("SD3.5-Flash stage 2 (DMD + adversarial)", root / "sd35_flash" / "nano_dmd.yaml",
                  [*common, f"init_student={student4}"], cycle=5),
@@ -48,7 +45,7 @@ def stages(data: Path, student4: Path, flash_data: Path | None) -> list[Stage]:
                  [*common, f"init_student={student4}"], cycle=5)]
     if flash_data is not None:
         out.append(Stage("Flash Diffusion (LoRA, distil + LSGAN + DMD)", root / "flash_diffusion" / "nano.yaml",
-                         [f"data={flash_data}", "phase_every=1"], cycle=1))
+                         [f"teacher={teacher}", f"data={flash_data}", "phase_every=1"], cycle=1))
     return out
 
 
@@ -79,8 +76,8 @@ def stage_cost(stage: Stage, work: Path, checkpointing: bool, iters: int, warmup
     cmd = [sys.executable, "-c", _CHILD, str(info), "distill", "--config", str(stage.config), *overrides]
     with open(log, "w") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
+        _, status, usage = os.wait4(proc.pid, 0)  # wait4: this child's own peak RSS
+    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, so Popen must not wait again
     if proc.returncode != 0:
         tail = log.read_text()[-1500:]
         raise ConfigError(f"bench: {stage.label} failed (exit {proc.returncode}); log {log}:\n{tail}")

@@ -35,18 +35,15 @@ def training_cost(plan: dict, work: Path, args) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     student4 = plan["students"]["4-step student"]
     iters = args.train_iters or (5 if args.quick else 10)
-    todo = stages(data, student4, None if args.quick else Path(flash_data(work, plan["teacher"])))
+    teacher = plan["teacher"]
+    todo = stages(teacher, data, student4, None if args.quick else Path(flash_data(work, teacher)))
     if args.quick:
         todo = [s for s in todo if "stage 2" in s.label]
-    common = [f"teacher={plan['teacher']}"]
-    rows = []
     pairs = [(s, c) for s in todo for c in ((False,) if args.quick else (False, True))]
-    for stage, checkpointing in tqdm(pairs, desc="training cost (a fresh process per stage)", unit="run"):
-        stage.overrides = [*common, *stage.overrides]
-        rows.append(stage_cost(stage, work, checkpointing, iters))
-        stage.overrides = stage.overrides[len(common):]
+    rows = [stage_cost(stage, work, checkpointing, iters)
+            for stage, checkpointing in tqdm(pairs, desc="training cost (a fresh process per stage)", unit="run")]
     ratio = stage2_pass_ratio(CONFIGS / "sd35_flash" / "nano_dmd.yaml",
-                              [*common, f"data={data}", f"init_student={student4}",
+                              [f"teacher={teacher}", f"data={data}", f"init_student={student4}",
                                f"out={work / 'passes' / 'student'}", f"train.run_dir={work / 'passes' / 'run'}"],
                               iters=-(-iters // 5) * 5)
     return {"stages": rows, "stage2_passes": ratio}

@@ -223,11 +223,11 @@ def run(args) -> int:
     if not args.images and args.steps is None and args.guidance is None and not args.no_t5:  # its own settings
         from ..pipelines.model_card import update_eval_section
 
+        folder = resolve_model(args.model)
         seeds_text = ",".join(map(str, result["seeds"]))
-        if update_eval_section(resolve_model(args.model), f"`flashdistill eval --seeds {seeds_text} "
-                               f"--n-per-category {args.n_per_category}` (the Shapes world's judges):\n\n"
-                               + _table(rows)):
-            print(f"model card updated: {resolve_model(args.model) / 'README.md'}")
+        if update_eval_section(folder, f"`flashdistill eval --seeds {seeds_text} --n-per-category "
+                               f"{args.n_per_category}` (the Shapes world's judges):\n\n" + _table(rows)):
+            print(f"model card updated: {folder / 'README.md'}")
     if args.json:
         Path(args.json).write_text(scores_json({"result": result}))
         print(f"scores written to {args.json}")
