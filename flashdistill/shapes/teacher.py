@@ -251,8 +251,13 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from ..config import dump_config, load_config
+    from ..config import dump_config, load_config, read_yaml
 
+    if read_yaml(args.config).get("recipe") == "vp_nano_teacher":  # UNet-nano / PixArt-nano
+        from .vp_teacher import run_config
+
+        resume = ["train.resume=true"] if args.resume else []
+        return run_config(args.config, list(args.overrides) + resume, dry_run=args.dry_run)
     resume = ["vae.train.resume=true", "dit.train.resume=true"] if args.resume else []
     cfg = load_config(TeacherConfig, args.config, list(args.overrides) + resume)
     if args.dry_run:

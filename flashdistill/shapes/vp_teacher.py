@@ -1,0 +1,203 @@
+"""Train a variance-preserving teacher of the Shapes world: ``flashdistill train-teacher --config
+configs/unet_nano_teacher.yaml`` (or ``pixart_nano_teacher.yaml``).
+
+The denoiser of a :mod:`~flashdistill.shapes.vp_nano` pipeline learns as its genuine counterpart did: DDPM
+training on the model's own discrete schedule (timestep index uniform over 0..999, ``x = sqrt(ᾱ)·x0 +
+sqrt(1-ᾱ)·ε``), epsilon prediction, the empty prompt for a ``p_uncond`` fraction (classifier-free guidance).
+Losses are weighted by min-SNR-γ (Hang et al. 2023, ``snr_gamma``; 0 turns it off), which the diffusers text-to-image
+trainer also offers and which converges several times faster at this size. The VAE and text encoder are SD3-nano's,
+frozen. An EMA of the denoiser is exported as a stock ``StableDiffusionPipeline`` / ``PixArtAlphaPipeline`` folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..config import ConfigError, register_config
+from ..training.configs import OptimConfig, TrainConfig
+from .vp_nano import BACKBONES
+
+__all__ = ["VPTeacherConfig", "denoiser_of", "encode_prompts", "train", "export", "run_config"]
+
+RECIPE = "vp_nano_teacher"
+
+
+@register_config(RECIPE)
+@dataclass
+class VPTeacherConfig:
+    """A UNet-nano or PixArt-nano teacher, trained on Shapes with SD3-nano's frozen VAE and text encoder."""
+
+    backbone: str = field(default="unet", metadata={"choices": list(BACKBONES)})
+    out: str | None = None  # the pipeline folder written at the end (default flashdistill/assets/<backbone>-nano)
+    sd3_teacher: str | None = None  # the SD3-nano folder whose VAE and text encoder are reused (default: shipped)
+    pool_size: int = field(default=60000, metadata={"min": 64})  # rendered training scenes (train split)
+    seed: int = 0  # denoiser initialisation and data seed
+    stages: list[str] = field(default_factory=lambda: ["train"], metadata={"choices": ["train", "export"]})
+    export_from: str | None = None  # stage "export": a checkpoint folder whose EMA is written to `out`
+    init_from: str | None = None  # a trained teacher folder of this backbone to continue (fresh optimiser)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(run_dir="runs/unet_teacher", max_steps=12000))
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-4, warmup_steps=200, schedule="cosine"))
+    batch_size: int = field(default=64, metadata={"min": 1})
+    snr_gamma: float = field(default=5.0, metadata={"min": 0.0})  # min-SNR-γ loss weight; 0 = plain ε-MSE
+    p_uncond: float = field(default=0.1, metadata={"min": 0.0, "max": 1.0})  # empty prompt (for CFG)
+    max_sequence_length: int = field(default=16, metadata={"min": 1})  # T5 tokens (PixArt)
+    ema_half_life: float = field(default=150.0, metadata={"min": 1.0})  # EMA half-life in steps (exported)
+    guidance_scale: float = field(default=4.0, metadata={"min": 1.0})  # CFG of the sample grids; exported default
+    sample_steps: int = field(default=25, metadata={"min": 1})  # steps of the periodic sample grids
+    sample_prompts: list[str] = field(default_factory=lambda: [
+        "a red circle", "two blue squares", "a green triangle above a yellow cross",
+        "a purple square to the left of a cyan circle"])
+
+    def out_dir(self) -> Path:
+        from ..assets_paths import ASSETS
+
+        return Path(self.out) if self.out else ASSETS / f"{self.backbone}-nano"
+
+
+def denoiser_of(pipe):
+    """The trained network of a UNet (``unet``) or PixArt (``transformer``) pipeline."""
+    return pipe.unet if hasattr(pipe, "unet") else pipe.transformer
+
+
+def encode_prompts(pipe, prompts: list[str], max_sequence_length: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(embeddings, attention mask or None)`` exactly as the stock pipeline's ``encode_prompt`` computes them."""
+    device = pipe.text_encoder.device
+    if hasattr(pipe, "unet"):
+        embeds, _ = pipe.encode_prompt(prompts, device, 1, False)
+        return embeds, None
+    embeds, mask, _, _ = pipe.encode_prompt(prompts, do_classifier_free_guidance=False, device=device,
+                                            max_sequence_length=max_sequence_length)
+    return embeds, mask
+
+
+def _call(net, x, tau, embeds, mask):
+    if mask is None:
+        return net(x, tau, encoder_hidden_states=embeds, return_dict=False)[0]
+    out = net(x, encoder_hidden_states=embeds, encoder_attention_mask=mask, timestep=tau,
+              added_cond_kwargs={"resolution": None, "aspect_ratio": None}, return_dict=False)[0]
+    return out[:, : x.shape[1]]
+
+
+def _build(cfg: VPTeacherConfig):
+    from .vp_nano import build_vp_nano_pipeline
+
+    pipe = build_vp_nano_pipeline(cfg.backbone, seed=cfg.seed, sd3_teacher=cfg.sd3_teacher)
+    if cfg.init_from:
+        from diffusers import DiffusionPipeline
+
+        src = denoiser_of(DiffusionPipeline.from_pretrained(cfg.init_from))
+        try:
+            denoiser_of(pipe).load_state_dict(src.state_dict())
+        except RuntimeError as err:
+            raise ConfigError(f"init_from={cfg.init_from}: not a {cfg.backbone}-nano teacher ({err})") from None
+    return pipe
+
+
+def train(cfg: VPTeacherConfig) -> Path | None:
+    """Train the denoiser; returns the exported folder (main process)."""
+    from ..models.vae import LatentCodec
+    from ..training.run import Run
+    from .data import ShapesPool
+
+    pipe = _build(cfg)
+    pool = ShapesPool(cfg.pool_size, seed=cfg.seed, split="train")
+    run = Run(cfg.train, config=cfg)
+    codec = LatentCodec(run.add_frozen("vae", pipe.vae))
+    run.add_frozen("text_encoder", pipe.text_encoder)
+    slot = run.add_model("denoiser", denoiser_of(pipe), cfg.optim)
+    ema = run.add_ema("denoiser_ema", of="denoiser", half_life=cfg.ema_half_life, warmup=True)
+    data = run.data_stream("pairs", pool, batch_size=cfg.batch_size)
+    gen = run.generator("noise")
+    acp = torch.as_tensor(pipe.scheduler.alphas_cumprod, dtype=torch.float32, device=run.device)
+
+    def samples(step: int):
+        with ema.swapped_into(slot.module):
+            slot.module.eval()
+            prompts = [p for p in cfg.sample_prompts for _ in range(4)]
+            images = sample_stock(pipe, prompts, cfg.sample_steps, cfg.guidance_scale, cfg.max_sequence_length)
+            slot.module.train()
+        return images
+
+    run.on_samples(samples)
+    for _ in run.steps():
+        batch = next(data)
+        x0 = codec.encode(batch["image"].to(run.device))
+        n = x0.shape[0]
+        on = gen.device
+        idx = torch.randint(0, len(acp), (n,), generator=gen, device=on).to(run.device)
+        noise = torch.randn(x0.shape, generator=gen, device=on).to(run.device)
+        uncond = (torch.rand(n, generator=gen, device=on) < cfg.p_uncond).tolist()
+        embeds, mask = encode_prompts(pipe, ["" if u else p for p, u in zip(batch["prompt"], uncond)],
+                                      cfg.max_sequence_length)
+        a = acp[idx].view(-1, 1, 1, 1)
+        x = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        eps = _call(slot.model, x, idx.float(), embeds, mask)  # timesteps in fp32, as diffusers passes them
+        per_sample = (eps.float() - noise).pow(2).mean(dim=(1, 2, 3))
+        if cfg.snr_gamma > 0:  # min-SNR-γ for ε-prediction: min(SNR, γ) / SNR
+            snr = a.flatten() / (1 - a.flatten())
+            per_sample = per_sample * snr.clamp(max=cfg.snr_gamma) / snr
+        run.update("denoiser", {"eps": per_sample.mean()})
+    if not run.is_main:
+        return None
+    with ema.swapped_into(slot.module):
+        return export(pipe, cfg)
+
+
+@torch.no_grad()
+def sample_stock(pipe, prompts, steps: int, guidance: float, max_sequence_length: int, seed: int = 0):
+    """Images ``(N, 3, H, W)`` in [0, 1] from the stock pipeline call (its own scheduler), fixed noise."""
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    kwargs = dict(num_inference_steps=steps, guidance_scale=guidance, generator=generator, output_type="pt")
+    if not hasattr(pipe, "unet"):
+        kwargs.update(max_sequence_length=max_sequence_length, use_resolution_binning=False, clean_caption=False)
+    return pipe(prompt=list(prompts), **kwargs).images
+
+
+def export(pipe, cfg: VPTeacherConfig) -> Path:
+    """Write the pipeline folder and its ``flashdistill.json`` (50 steps, the CFG scale, T5 length)."""
+    out = cfg.out_dir()
+    pipe.save_pretrained(out)
+    settings = {"kind": "teacher", "backbone": cfg.backbone, "num_inference_steps": 50,
+                "guidance_scale": cfg.guidance_scale, "max_sequence_length": cfg.max_sequence_length,
+                "resolution": pipe.vae.config.sample_size}
+    (out / "flashdistill.json").write_text(json.dumps(settings, indent=2) + "\n")
+    return out
+
+
+def export_checkpoint(cfg: VPTeacherConfig) -> Path:
+    """Write the teacher from a checkpoint's EMA (to inspect or ship a run that was cut short)."""
+    from safetensors.torch import load_file
+
+    if not cfg.export_from:
+        raise ConfigError("stage export needs export_from=<checkpoint folder>")
+    ema_file = Path(cfg.export_from) / "ema" / "denoiser_ema.safetensors"
+    if not ema_file.is_file():
+        raise FileNotFoundError(f"export_from: no EMA weights at {ema_file}")
+    pipe = _build(cfg)
+    try:
+        denoiser_of(pipe).load_state_dict(load_file(str(ema_file)))
+    except RuntimeError as err:
+        raise ConfigError(f"{ema_file}: not a {cfg.backbone}-nano denoiser ({str(err)[:300]})") from None
+    return export(pipe, cfg)
+
+
+def run_config(path: str, overrides: list[str], dry_run: bool = False) -> int:
+    from ..config import dump_config, load_config
+
+    cfg = load_config(VPTeacherConfig, path, overrides)
+    if dry_run:
+        print(dump_config(cfg))
+        return 0
+    if "train" in cfg.stages:
+        out = train(cfg)
+        if out is not None:
+            print(f"teacher written to {out}")
+    if "export" in cfg.stages:
+        print(f"teacher written to {export_checkpoint(cfg)}")
+    return 0
+
