@@ -104,10 +104,11 @@ def evaluate_seeds(folder, seeds: Sequence[int] = EVAL_SEEDS, n_per_category: in
     """Judge one setting on every seed set; returns per split the protocol's summary (see :func:`summary_row`) and
     its per-prompt outcomes (``cells``: seed set -> category -> 0/1, for paired comparisons), plus the per-seed
     results, ``seconds_per_image`` and the first seed set's train images (``images``)."""
+    from ..models.backbones import KINDS
     from ..pipelines.folders import load_pipeline
 
     if pipe is None:
-        pipe = load_pipeline(folder, drop_t5=drop_t5)
+        pipe = load_pipeline(folder, drop_t5=drop_t5, kinds=tuple(KINDS.values()))
     per_seed = {}
     iterator = seeds
     if progress:

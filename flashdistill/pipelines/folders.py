@@ -50,11 +50,14 @@ def is_lora_folder(folder: str | Path) -> bool:
     return not (folder / "model_index.json").exists() and read_run_settings(folder).get("kind") == "lora"
 
 
-def load_pipeline(folder: str | Path, drop_t5: bool = False, dtype=None, lora: str | Path | None = None):
+def load_pipeline(folder: str | Path, drop_t5: bool = False, dtype=None, lora: str | Path | None = None,
+                  kinds: tuple[str, ...] = ("sd3",)):
     """Stock ``StableDiffusion3Pipeline.from_pretrained`` (offline), optionally without T5.
 
     A LoRA student folder (``is_lora_folder``) loads its recorded base teacher, then ``load_lora_weights`` and the
-    scheduler shift it was trained for; ``lora=`` does the same on top of ``folder``.
+    scheduler shift it was trained for; ``lora=`` does the same on top of ``folder``. ``kinds`` names the pipeline
+    families the caller drives (``models.backbones.KINDS``: ``"sd3"``, ``"unet"``, ``"pixart"``); a folder of another
+    family is refused by name before any weights load.
     """
     import torch
     import transformers
@@ -73,7 +76,9 @@ def load_pipeline(folder: str | Path, drop_t5: bool = False, dtype=None, lora: s
             pipe.set_progress_bar_config(disable=True)
             return _with_lora(pipe, Path(lora))
         folder = resolve_model(folder)
-    check_pipeline_folder(folder)
+    kind = check_pipeline_folder(folder, kinds)
+    if kind != "sd3":
+        return _load_vp(folder, dtype, lora)
     # a T5-free export records text_encoder_3 as [null, null]; diffusers does not treat it as optional, so the
     # stock load of such a folder is from_pretrained(folder, text_encoder_3=None, tokenizer_3=None)
     drop_t5 = drop_t5 or not has_t5(folder)
@@ -100,18 +105,43 @@ def has_t5(folder: str | Path) -> bool:
     return isinstance(entry, list) and bool(entry) and entry[0] is not None
 
 
-def check_pipeline_folder(folder: Path) -> None:
-    """Refuse, naming the folder, anything but an SD3-family diffusers pipeline folder with readable settings."""
+# model_index.json class -> family (as models.backbones.KINDS; repeated here so this module imports no torch)
+_FAMILIES = {"StableDiffusion3Pipeline": "sd3", "StableDiffusionPipeline": "unet", "PixArtAlphaPipeline": "pixart"}
+_WHAT = {"sd3": "rectified-flow SD3-family pipelines (SD3, SD3.5, SD3-nano)",
+         "unet": "StableDiffusionPipeline (UNet) folders", "pixart": "PixArtAlphaPipeline folders"}
+
+
+def check_pipeline_folder(folder: Path, kinds: tuple[str, ...] = ("sd3",)) -> str:
+    """The folder's family (``"sd3"``, ``"unet"``, ``"pixart"``); refuses, naming the folder, anything but a
+    diffusers pipeline folder of one of ``kinds`` with readable settings."""
     if not (folder / "model_index.json").exists():
         raise ConfigError(f"{folder}: not a diffusers pipeline folder (no model_index.json)")
     try:
         cls = json.loads((folder / "model_index.json").read_text()).get("_class_name")
     except json.JSONDecodeError as err:
         raise DataError(f"{folder / 'model_index.json'}: not valid JSON ({err})") from None
-    if cls not in (None, "StableDiffusion3Pipeline"):
-        raise ConfigError(f"{folder}: a {cls}; flashdistill runs SD3-family pipelines (SD3, SD3.5, SD3-nano) "
-                          "end to end today; UNet (SD1.5/SDXL) and PixArt teachers are not wired in yet")
+    kind = _FAMILIES.get(cls or "StableDiffusion3Pipeline")
+    if kind not in kinds:
+        allowed = " and ".join(_WHAT[k] for k in kinds)
+        why = (" (the SD3.5-Flash recipe and the SD3-only tools need a rectified-flow teacher; variance-preserving "
+               "UNet and PixArt teachers are distilled with the Flash Diffusion recipe)" if kinds == ("sd3",) else "")
+        raise ConfigError(f"{folder}: a {cls}; this command runs {allowed}{why}")
     read_run_settings(folder)  # a broken flashdistill.json is named before any weights load
+    return kind
+
+
+def _load_vp(folder: Path, dtype, lora):
+    """A UNet / PixArt pipeline folder through its stock class (``DiffusionPipeline`` picks it)."""
+    import torch
+    from diffusers import DiffusionPipeline
+
+    try:
+        pipe = DiffusionPipeline.from_pretrained(folder, dtype=dtype or torch.float32)
+    except (ValueError, OSError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ConfigError(f"{folder}: not a loadable pipeline folder ({first[:300]})") from None
+    pipe.set_progress_bar_config(disable=True)
+    return _with_lora(pipe, Path(lora)) if lora is not None else pipe
 
 
 def _with_lora(pipe, lora: Path):

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..flow import euler_step, renoise, x0_from_v
-from ..models.sd3 import SD3Adapter, SD3TextEncoder
+from ..models.backbones import KINDS, adapter_for, denoiser_of, is_vp, text_encoder_for
 from ..models.vae import LatentCodec, to_uint8
 from ..sampling import CFG, euler_solve
 from ..seeds import sample_noise
@@ -40,7 +40,10 @@ class SamplingSetup:
 
 
 def scheduler_sigmas(pipe, num_steps: int) -> list[float]:
-    """The sigmas (with the terminal 0) diffusers' scheduler uses for ``num_inference_steps=num_steps``."""
+    """The sigmas (with the terminal 0) diffusers' scheduler uses for ``num_inference_steps=num_steps``; for a
+    variance-preserving pipeline the flow times of its "trailing" timesteps (what our folders' DDIM runs)."""
+    if is_vp(pipe):
+        return adapter_for(pipe).trailing_grid(num_steps).tolist()
     sched = pipe.scheduler.from_config(pipe.scheduler.config)
     sched.set_timesteps(num_steps)
     return [float(s) for s in sched.sigmas]
@@ -50,7 +53,7 @@ def load_setup(folder: str | Path, steps: int | None = None, guidance: float | N
                drop_t5: bool = False, pipe=None) -> SamplingSetup:
     """Load a folder (or use ``pipe``) and resolve its sampling settings (overrides win)."""
     settings = read_run_settings(folder) if folder else {}
-    pipe = pipe if pipe is not None else load_pipeline(folder, drop_t5=drop_t5)
+    pipe = pipe if pipe is not None else load_pipeline(folder, drop_t5=drop_t5, kinds=tuple(KINDS.values()))
     if steps is None and "sigmas" in settings:
         timesteps = list(settings["sigmas"]) + [0.0]
     elif "sigmas" in settings:  # a student at another step count: its own (shifted) uniform grid
@@ -58,7 +61,7 @@ def load_setup(folder: str | Path, steps: int | None = None, guidance: float | N
     else:
         timesteps = scheduler_sigmas(pipe, steps or settings.get("num_inference_steps", 28))
     factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
-    resolution = settings.get("resolution") or pipe.transformer.config.sample_size * factor
+    resolution = settings.get("resolution") or denoiser_of(pipe).config.sample_size * factor
     return SamplingSetup(pipe, timesteps, guidance_of(settings, guidance),
                          settings.get("max_sequence_length", 256), resolution, settings.get("sampler", "deterministic"))
 
@@ -95,17 +98,20 @@ def generate_images(setup: SamplingSetup, prompts: Sequence[str], seed: int = 0,
                     progress=None) -> tuple[np.ndarray, float]:
     """Images ``(N, H, W, 3)`` uint8 for ``prompts`` and the mean seconds per image (denoising + decoding)."""
     pipe = setup.pipe
-    device = pipe.transformer.device
-    text = SD3TextEncoder(pipe, setup.max_sequence_length)
+    net = denoiser_of(pipe)
+    device = net.device
+    text = text_encoder_for(pipe, setup.max_sequence_length)
     codec = LatentCodec(pipe.vae)
-    model = CFG(SD3Adapter(pipe.transformer), text.null(), setup.guidance_scale)
+    model = CFG(adapter_for(pipe, net), text.null(), setup.guidance_scale)
     factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
-    shape = (pipe.transformer.config.in_channels, setup.resolution // factor, setup.resolution // factor)
+    shape = (net.config.in_channels, setup.resolution // factor, setup.resolution // factor)
+    t_start = float(setup.timesteps[0])  # unit-variance noise is the flow point noise·sqrt((1-t)² + t²) (1 at t = 1)
+    start_scale = ((1 - t_start) ** 2 + t_start**2) ** 0.5
     out, seconds = [], 0.0
     starts = range(0, len(prompts), batch_size)
     for s in progress(starts) if progress else starts:
         chunk = list(prompts[s : s + batch_size])
-        noise = torch.stack([eval_noise(s + j, seed, shape) for j in range(len(chunk))]).to(device)
+        noise = torch.stack([eval_noise(s + j, seed, shape) for j in range(len(chunk))]).to(device) * start_scale
         t0 = time.perf_counter()
         step = _renoise_step(setup, s, seed, len(chunk))
         x0 = euler_solve(model, noise, setup.timesteps, text.encode(chunk), step=step)

@@ -179,8 +179,11 @@ def export_checkpoint(cfg: VPTeacherConfig) -> Path:
     if not ema_file.is_file():
         raise FileNotFoundError(f"export_from: no EMA weights at {ema_file}")
     pipe = _build(cfg)
-    try:
-        denoiser_of(pipe).load_state_dict(load_file(str(ema_file)))
+    net = denoiser_of(pipe)
+    buffers = {name for name, _ in net.named_buffers()}  # the EMA also holds non-persistent buffers (PixArt's
+    state = {k: v for k, v in load_file(str(ema_file)).items() if k not in buffers or k in net.state_dict()}
+    try:  # positional table): those are rebuilt from the config, everything else must match
+        net.load_state_dict(state)
     except RuntimeError as err:
         raise ConfigError(f"{ema_file}: not a {cfg.backbone}-nano denoiser ({str(err)[:300]})") from None
     return export(pipe, cfg)

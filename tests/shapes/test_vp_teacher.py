@@ -1,0 +1,85 @@
+"""UNet-nano / PixArt-nano ``train-teacher`` at toy size: only the denoiser trains, the export is a stock pipeline
+that diffusers loads and ``flashdistill eval`` judges, and the SD3-only recipe refuses it by name."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from flashdistill.cli import main
+
+
+@pytest.fixture(scope="module", params=["unet", "pixart"])
+def trained(request, tmp_path_factory):
+    backbone = request.param
+    root = tmp_path_factory.mktemp(backbone)
+    args = ["train-teacher", "--config", f"configs/{backbone}_nano_teacher.yaml", "pool_size=64", "batch_size=4",
+            f"out={root / 'out'}", f"train.run_dir={root / 'run'}", "train.max_steps=3", "train.checkpoint.every=2",
+            "train.log.samples_every=0", "guidance_scale=3.0"]
+    assert main(args) == 0
+    return backbone, root, args
+
+
+def _stock_class(backbone):
+    from diffusers import PixArtAlphaPipeline, StableDiffusionPipeline
+
+    return StableDiffusionPipeline if backbone == "unet" else PixArtAlphaPipeline
+
+
+def test_export_is_a_stock_pipeline_and_only_the_denoiser_trained(trained):
+    from flashdistill.shapes.vp_nano import build_vp_nano_pipeline
+    from flashdistill.shapes.vp_teacher import denoiser_of, sample_stock
+
+    backbone, root, _ = trained
+    out = root / "out"
+    settings = json.loads((out / "flashdistill.json").read_text())
+    assert settings["guidance_scale"] == 3.0 and settings["backbone"] == backbone
+    pipe = _stock_class(backbone).from_pretrained(out)
+    fresh = build_vp_nano_pipeline(backbone, seed=0)  # the same initialisation the run started from
+    for name in ("vae", "text_encoder"):
+        for (k, a), b in zip(getattr(pipe, name).state_dict().items(), getattr(fresh, name).state_dict().values()):
+            assert torch.equal(a, b), f"{name}.{k} changed: the VAE and text encoder are SD3-nano's, frozen"
+    moved = [k for (k, a), b in zip(denoiser_of(pipe).state_dict().items(), denoiser_of(fresh).state_dict().values())
+             if not torch.equal(a, b)]
+    assert moved, "the denoiser did not train"
+    assert pipe.vae.config.shift_factor is None  # stock SD / PixArt pipelines decode without a shift
+    img = sample_stock(pipe, ["a red circle"], 2, settings["guidance_scale"], settings["max_sequence_length"])
+    assert img.shape == (1, 3, 32, 32) and np.isfinite(img.numpy()).all()
+
+
+def test_resume_continues_and_export_from_checkpoint(trained, tmp_path):
+    from safetensors.torch import load_file
+
+    backbone, root, args = trained
+    more = [a for a in args if not a.startswith("train.max_steps")] + ["train.max_steps=4", "--resume"]
+    assert main(more) == 0
+    steps = [json.loads(line)["step"] for line in (root / "run" / "metrics.jsonl").read_text().splitlines()
+             if "eps" in line]
+    assert steps[-1] == 4 and steps.count(3) == 1  # continued, not restarted
+    ckpt = sorted((root / "run" / "checkpoints").iterdir())[-1]
+    out = tmp_path / "exported"
+    assert main(["train-teacher", "--config", f"configs/{backbone}_nano_teacher.yaml", "stages=[export]",
+                 f"export_from={ckpt}", f"out={out}"]) == 0
+    ema = load_file(str(ckpt / "ema" / "denoiser_ema.safetensors"))
+    sub = "unet" if backbone == "unet" else "transformer"
+    exported = load_file(str(out / sub / "diffusion_pytorch_model.safetensors"))
+    assert exported and all(torch.equal(ema[k], exported[k]) for k in exported)
+    assert set(ema) - set(exported) <= {"pos_embed.pos_embed"}  # PixArt's non-persistent positional table
+
+
+def test_eval_judges_the_vp_teacher_and_sd35_flash_refuses_it(trained, tmp_path, capsys):
+    _, root, _ = trained
+    out = root / "out"
+    report = tmp_path / "eval.json"
+    assert main(["eval", "--model", str(out), "--steps", "2", "--n-per-category", "1", "--seeds", "1",
+                 "--json", str(report)]) == 0
+    scores = json.loads(report.read_text())
+    grid = scores["result"]["timesteps"]
+    assert len(grid) == 3 and grid[-1] == 0.0 and 0.8 < grid[0] < 1.0  # the VP "trailing" grid, index 999 first
+    code = main(["distill", "--config", "configs/sd35_flash/nano_pretrain.yaml", f"teacher={out}",
+                 f"train.run_dir={tmp_path / 'run'}", "train.max_steps=1"])
+    err = capsys.readouterr().err
+    assert code == 2 and str(out) in err and "rectified-flow" in err
