@@ -253,7 +253,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     from ..config import dump_config, load_config, read_yaml
 
-    if read_yaml(args.config).get("recipe") == "vp_nano_teacher":  # UNet-nano / PixArt-nano
+    if read_yaml(args.config).get("recipe") == "vp_nano_teacher":  # UNet-nano / PixArt-nano (vp_teacher.py)
         from .vp_teacher import run_config
 
         resume = ["train.resume=true"] if args.resume else []

@@ -24,10 +24,9 @@ from .vp_nano import BACKBONES
 
 __all__ = ["VPTeacherConfig", "denoiser_of", "encode_prompts", "train", "export", "run_config"]
 
-RECIPE = "vp_nano_teacher"
 
 
-@register_config(RECIPE)
+@register_config("vp_nano_teacher")
 @dataclass
 class VPTeacherConfig:
     """A UNet-nano or PixArt-nano teacher, trained on Shapes with SD3-nano's frozen VAE and text encoder."""
