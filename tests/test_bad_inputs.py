@@ -102,7 +102,7 @@ CASES = [
          ("{t}/images/captions.jsonl", "a photo of a cat")),
     # --- folders of the wrong kind
     Case("sample: not a pipeline folder", ("sample", "--model", "{t}/notapipe", "--prompt", "x"), ("{t}/notapipe",)),
-    Case("sample: a UNet pipeline", ("sample", "--model", "{t}/sd15", "--prompt", "x"),
+    Case("sample: a UNet folder without its weights", ("sample", "--model", "{t}/sd15", "--prompt", "x"),
          ("{t}/sd15", "StableDiffusionPipeline")),
     Case("eval: not a pipeline folder", ("eval", "--model", "{t}/notapipe"), ("{t}/notapipe",)),
     Case("merge-lora: a full pipeline, not a LoRA", ("merge-lora", "--lora", "{t}/sd15", "--out", "{t}/out/m"),

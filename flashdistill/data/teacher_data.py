@@ -53,8 +53,9 @@ def _device(name: str, local_rank: int) -> torch.device:
     return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
 
 
-def load_teacher(model: str, dtype: torch.dtype):
-    """``(pipe, folder_settings)`` for ``"tiny"``, ``"sd3-nano"`` or a pipeline folder."""
+def load_teacher(model: str, dtype: torch.dtype, kinds: tuple[str, ...] = ("sd3",)):
+    """``(pipe, folder_settings)`` for ``"tiny"``, ``"sd3-nano"`` or a pipeline folder of one of ``kinds``
+    (``"sd3"``, ``"unet"``, ``"pixart"``; another family is refused naming the folder)."""
     if model == "tiny":
         from ..models.tiny import tiny_sd3_pipeline
 
@@ -66,7 +67,7 @@ def load_teacher(model: str, dtype: torch.dtype):
     folder = resolve_model(model)
     if not (folder / "model_index.json").is_file():
         raise ConfigError(f"'model': not a diffusers pipeline folder (no model_index.json): {folder}")
-    return load_pipeline(folder, dtype=dtype), read_run_settings(folder)
+    return load_pipeline(folder, dtype=dtype, kinds=kinds), read_run_settings(folder)
 
 
 def sample_noise(k: int, seed: int, shape: tuple[int, ...]) -> torch.Tensor:
@@ -83,7 +84,7 @@ def _write_png(path: Path, image: np.ndarray) -> None:
 
 def write_dataset(cfg: GenerateConfig, pipe=None, progress: bool = True) -> Path | None:
     """Produce the shards of this process, then the index if every shard exists; see ``generate``."""
-    from ..models.sd3 import SD3Adapter, SD3TextEncoder
+    from ..models.backbones import KINDS, adapter_for, denoiser_of, is_vp, text_encoder_for
     from ..models.vae import LatentCodec, to_uint8
     from ..sampling import CFG, euler_solve
 
@@ -91,7 +92,7 @@ def write_dataset(cfg: GenerateConfig, pipe=None, progress: bool = True) -> Path
     dtype = getattr(torch, cfg.dtype)
     folder_settings = {}
     if pipe is None:
-        pipe, folder_settings = load_teacher(cfg.model, dtype)
+        pipe, folder_settings = load_teacher(cfg.model, dtype, kinds=tuple(KINDS.values()))
     device = _device(cfg.device, local_rank)
     pipe.to(device)
     out = Path(cfg.out)
@@ -102,13 +103,14 @@ def write_dataset(cfg: GenerateConfig, pipe=None, progress: bool = True) -> Path
     shift = cfg.shift or float(pipe.scheduler.config.get("shift", 1.0))
     msl = cfg.max_sequence_length or folder_settings.get("max_sequence_length", 77)
     factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
-    tconf = pipe.transformer.config
+    tconf = denoiser_of(pipe).config
+    patch = getattr(tconf, "patch_size", None) or 1  # a UNet has no patches
     resolution = cfg.resolution or folder_settings.get("resolution") or tconf.sample_size * factor
     side = resolution // factor
-    if resolution % factor or side % tconf.patch_size:
+    if resolution % factor or side % patch:
         raise DataError(
             f"resolution {resolution}: latents of side {resolution / factor:g} must be a whole "
-            f"multiple of the patch size {tconf.patch_size} (VAE factor {factor})"
+            f"multiple of the patch size {patch} (VAE factor {factor})"
         )
     latent_shape = (tconf.in_channels, side, side)
     if cfg.prompts is not None:
@@ -117,7 +119,13 @@ def write_dataset(cfg: GenerateConfig, pipe=None, progress: bool = True) -> Path
     else:
         pairs = ImageCaptionDataset(cfg.images, resolution=resolution)
         num_samples = min(len(pairs), cfg.limit or len(pairs))
-    grid, positions = teacher_grid(num_steps, shift, cfg.trajectory_grid)
+    if is_vp(pipe):  # a DDPM teacher runs its own "trailing" timesteps (as its stock DDIM scheduler would)
+        if cfg.trajectory_grid:
+            raise DataError("trajectory_grid: stored trajectories are for flow (SD3-family) teachers; "
+                            f"{cfg.model} is a variance-preserving {type(pipe).__name__}")
+        grid, positions = adapter_for(pipe).trailing_grid(num_steps), []
+    else:
+        grid, positions = teacher_grid(num_steps, shift, cfg.trajectory_grid)
     resolved = {
         "num_samples": num_samples,
         "num_steps": num_steps,
@@ -144,13 +152,15 @@ def write_dataset(cfg: GenerateConfig, pipe=None, progress: bool = True) -> Path
         "shift_factor": codec.shift,
     }
 
-    text = SD3TextEncoder(pipe, msl)
+    text = text_encoder_for(pipe, msl)
     null = text.null(1)
     if not (out / "null.safetensors").is_file():
         tmp = out / f".null.{os.getpid()}.tmp"
         save_file({k: v.detach().float().cpu().contiguous() for k, v in null.state().items()}, str(tmp))
         os.replace(tmp, out / "null.safetensors")
-    model = CFG(SD3Adapter(pipe.transformer), null, guidance)
+    model = CFG(adapter_for(pipe), null, guidance)
+    t_start = float(grid[0])  # unit-variance noise is the flow point noise·sqrt((1-t)² + t²) (1 at t = 1)
+    start_scale = ((1 - t_start) ** 2 + t_start**2) ** 0.5
     if cfg.save_images:
         (out / "images").mkdir(exist_ok=True)
 
@@ -166,6 +176,7 @@ def write_dataset(cfg: GenerateConfig, pipe=None, progress: bool = True) -> Path
             cond = text.encode(texts)
             if pairs is None:
                 noise = torch.stack([sample_noise(k, cfg.seed, latent_shape) for k in ks]).to(device, dtype)
+                noise = noise * start_scale
                 x0, traj = euler_solve(model, noise, grid, cond, return_trajectory=True)
                 fields = {"latents": x0.float(), "noise": noise.float()}
                 if positions:

@@ -29,7 +29,13 @@ def add_lora(model: nn.Module, rank: int = 16, alpha: float | None = None,
     config = LoraConfig(r=rank, lora_alpha=alpha if alpha is not None else rank,
                         target_modules=list(target_modules), init_lora_weights=init_lora_weights)
     model.requires_grad_(False)
-    model.add_adapter(config, adapter_name=adapter_name)
+    if hasattr(model, "add_adapter"):  # diffusers' PeftAdapterMixin (SD3, UNet)
+        model.add_adapter(config, adapter_name=adapter_name)
+    else:  # a model without the mixin (PixArt-α): peft injects the same LoRA layers in place
+        from peft import inject_adapter_in_model
+
+        inject_adapter_in_model(config, model, adapter_name=adapter_name)
+        model.peft_config = {adapter_name: config}
     for name, param in model.named_parameters():
         param.requires_grad_("lora_" in name)
     if not any(p.requires_grad for p in model.parameters()):
@@ -47,13 +53,24 @@ def teacher_mode(model: nn.Module):
     checkpointed = [m for m in model.modules() if getattr(m, "gradient_checkpointing", False) is True]
     for m in checkpointed:
         m.gradient_checkpointing = False
-    model.disable_adapters()
+    _set_adapters(model, False)
     try:
         yield model
     finally:
-        model.enable_adapters()
+        _set_adapters(model, True)
         for m in checkpointed:
             m.gradient_checkpointing = True
+
+
+def _set_adapters(model: nn.Module, enabled: bool) -> None:
+    if hasattr(model, "enable_adapters"):  # diffusers' PeftAdapterMixin
+        model.enable_adapters() if enabled else model.disable_adapters()
+        return
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for module in model.modules():  # adapters injected by peft (add_lora on a model without the mixin)
+        if isinstance(module, BaseTunerLayer):
+            module.enable_adapters(enabled)
 
 
 class AdaptersOff:
@@ -74,6 +91,9 @@ class AdaptersOff:
     def feature_maps(self, *args, **kwargs):
         with teacher_mode(self.module):
             return self.model.feature_maps(*args, **kwargs)
+
+    def feature_channels(self, blocks):
+        return self.model.feature_channels(blocks)
 
 
 def lora_metadata(model: nn.Module, adapter_name: str = "default") -> dict:

@@ -77,6 +77,11 @@ class SD3Adapter(nn.Module):
             self(x_t, t, cond)
         return tap.result()
 
+    def feature_channels(self, blocks: Sequence[int]) -> list[int]:
+        """Channels of each :meth:`feature_maps` output."""
+        cfg = self.transformer.config
+        return [cfg.num_attention_heads * cfg.attention_head_dim] * len(self._check_blocks(blocks))
+
     def feature_maps(self, x_t: torch.Tensor, t: torch.Tensor, cond: Conditioning, blocks: Sequence[int],
                      stop_early: bool = True) -> list[torch.Tensor]:
         """The image tokens of ``blocks`` on their patch grid, ``(B, D, H/p, W/p)`` each (Flash Diffusion's

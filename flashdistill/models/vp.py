@@ -115,11 +115,33 @@ class UNetAdapter(VPAdapter):
         return self.net(x_vp, tau, encoder_hidden_states=cond.prompt_embeds.to(x_vp.dtype),
                         added_cond_kwargs=added, return_dict=False)[0]
 
-    def features(self, x_t, t, cond, blocks: Sequence[int] = (0,), stop_early: bool = True) -> list[torch.Tensor]:
-        """The mid-block output ``(B, C, h, w)`` flattened to tokens ``(B, h·w, C)`` (``blocks`` is ignored)."""
-        with FeatureTap([self.net.mid_block], lambda out: out, stop_after_last=stop_early) as tap:
+    @property
+    def encoder_blocks(self) -> list[nn.Module]:
+        """The encoder the discriminator may tap (Flash Diffusion): the down blocks, then the mid block."""
+        return [*self.net.down_blocks, self.net.mid_block]
+
+    def _check_blocks(self, blocks: Sequence[int]) -> list[int]:
+        n = len(self.encoder_blocks)
+        if not blocks or any(not -n <= b < n for b in blocks):
+            raise ValueError(f"feature blocks {list(blocks)} invalid: this UNet's encoder has blocks 0..{n - 1} "
+                             f"({n - 1} down blocks, then the mid block {n - 1}); the decoder is not tapped")
+        return [b % n for b in blocks]
+
+    def feature_channels(self, blocks: Sequence[int]) -> list[int]:
+        channels = list(self.net.config.block_out_channels) + [self.net.config.block_out_channels[-1]]
+        return [channels[b] for b in self._check_blocks(blocks)]
+
+    def feature_maps(self, x_t, t, cond, blocks: Sequence[int], stop_early: bool = True) -> list[torch.Tensor]:
+        """Outputs ``(B, C, h, w)`` of the chosen encoder blocks (down blocks return ``(maps, skips)``)."""
+        modules = [self.encoder_blocks[b] for b in self._check_blocks(blocks)]
+        with FeatureTap(modules, lambda out: out[0] if isinstance(out, tuple) else out,
+                        stop_after_last=stop_early) as tap:
             self(x_t, t, cond)
-        return [f.flatten(2).transpose(1, 2) for f in tap.result()]
+        return tap.result()
+
+    def features(self, x_t, t, cond, blocks: Sequence[int] = (-1,), stop_early: bool = True) -> list[torch.Tensor]:
+        """:meth:`feature_maps` flattened to tokens ``(B, h·w, C)`` (default: the mid block)."""
+        return [f.flatten(2).transpose(1, 2) for f in self.feature_maps(x_t, t, cond, blocks, stop_early)]
 
 
 class PixArtAdapter(VPAdapter):
@@ -153,12 +175,26 @@ class PixArtAdapter(VPAdapter):
                        encoder_attention_mask=cond.extra.get("attention_mask"), return_dict=False)[0]
         return out[:, : x_vp.shape[1]] if out.shape[1] == 2 * x_vp.shape[1] else out
 
-    def features(self, x_t, t, cond, blocks: Sequence[int], stop_early: bool = True) -> list[torch.Tensor]:
-        """Tokens ``(B, N, D)`` after each chosen transformer block."""
+    def _check_blocks(self, blocks: Sequence[int]) -> list[int]:
         n = len(self.net.transformer_blocks)
         if not blocks or any(not -n <= b < n for b in blocks):
             raise ValueError(f"feature blocks {list(blocks)} invalid: this transformer has blocks 0..{n - 1}")
-        modules = [self.net.transformer_blocks[b] for b in blocks]
+        return [b % n for b in blocks]
+
+    def feature_channels(self, blocks: Sequence[int]) -> list[int]:
+        return [self.net.inner_dim] * len(self._check_blocks(blocks))
+
+    def features(self, x_t, t, cond, blocks: Sequence[int], stop_early: bool = True) -> list[torch.Tensor]:
+        """Tokens ``(B, N, D)`` after each chosen transformer block."""
+        modules = [self.net.transformer_blocks[b] for b in self._check_blocks(blocks)]
         with FeatureTap(modules, lambda out: out, stop_after_last=stop_early) as tap:
             self(x_t, t, cond)
         return tap.result()
+
+    def feature_maps(self, x_t, t, cond, blocks: Sequence[int], stop_early: bool = True) -> list[torch.Tensor]:
+        """The image tokens of ``blocks`` on their patch grid, ``(B, D, H/p, W/p)`` each."""
+        from .conv_disc import tokens_to_map
+
+        p = self.net.config.patch_size
+        h, w = x_t.shape[-2] // p, x_t.shape[-1] // p
+        return [tokens_to_map(f, h, w) for f in self.features(x_t, t, cond, blocks, stop_early)]

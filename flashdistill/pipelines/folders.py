@@ -11,7 +11,7 @@ from ..config import ConfigError
 from ..errors import DataError
 
 __all__ = ["RUN_SETTINGS_FILE", "DEFAULT_GUIDANCE", "read_run_settings", "guidance_of", "load_pipeline",
-           "resolve_model", "is_lora_folder", "check_pipeline_folder", "has_t5"]
+           "resolve_model", "is_lora_folder", "check_pipeline_folder", "has_t5", "student_scheduler"]
 
 RUN_SETTINGS_FILE = "flashdistill.json"
 DEFAULT_GUIDANCE = 4.5  # for folders without a recorded CFG scale (plain diffusers folders)
@@ -38,9 +38,16 @@ def read_run_settings(folder: str | Path) -> dict:
 
 
 def resolve_model(name: str | Path | None) -> Path:
-    """``None`` or ``"sd3-nano"`` -> the shipped teacher; anything else is a folder path."""
-    from ..assets_paths import teacher_path
+    """``None`` or ``"sd3-nano"`` -> the shipped teacher, ``"unet-nano"`` / ``"pixart-nano"`` the shipped VP
+    teachers; anything else is a folder path."""
+    from ..assets_paths import ASSETS, teacher_path
 
+    if name in ("unet-nano", "pixart-nano"):
+        path = ASSETS / str(name)
+        if not (path / "model_index.json").is_file():
+            raise ConfigError(f"{name}: the {name} teacher is not at {path} yet; train it with `flashdistill "
+                              f"train-teacher --config configs/{str(name).replace('-', '_')}_teacher.yaml`")
+        return path
     return teacher_path() if name in (None, "sd3-nano") else Path(name)
 
 
@@ -144,8 +151,24 @@ def _load_vp(folder: Path, dtype, lora):
     return _with_lora(pipe, Path(lora)) if lora is not None else pipe
 
 
+def student_scheduler(scheduler, info: dict):
+    """The scheduler a student runs with: ``info["scheduler_class"]`` (a diffusers class name, e.g. LCMScheduler
+    for a VP student's re-noising sampler; default: the same class) from ``scheduler``'s config, with
+    ``info["scheduler"]`` overrides."""
+    name = info.get("scheduler_class")
+    cls = type(scheduler)
+    if name:
+        import diffusers
+
+        cls = getattr(diffusers, name, None)
+        if cls is None or not name.endswith("Scheduler"):
+            raise DataError(f"scheduler_class {name!r} in flashdistill.json: not a diffusers scheduler")
+    return cls.from_config(scheduler.config, **(info.get("scheduler") or {}))
+
+
 def _with_lora(pipe, lora: Path):
-    """``pipe.load_lora_weights(lora)`` plus the scheduler settings recorded in its ``flashdistill.json``."""
+    """The stock LoRA load of the pipeline's family (``load_lora_weights``; PixArt-α, which diffusers gives no LoRA
+    loader: ``PeftModel.from_pretrained`` on its transformer) plus the scheduler recorded in ``flashdistill.json``."""
     if not any(lora.glob("*.safetensors")):
         raise ConfigError(f"--lora {lora}: no LoRA weights (*.safetensors) in this folder")
     from diffusers.utils import logging as diffusers_logging
@@ -153,10 +176,18 @@ def _with_lora(pipe, lora: Path):
     level = diffusers_logging.get_verbosity()
     diffusers_logging.set_verbosity_error()  # "no LoRA keys for text_encoder": expected, the LoRA is the denoiser's
     try:
-        pipe.load_lora_weights(lora)
+        if hasattr(pipe, "load_lora_weights"):
+            pipe.load_lora_weights(lora)
+        else:
+            from peft import PeftModel
+
+            if not (lora / "adapter_config.json").is_file():
+                raise ConfigError(f"--lora {lora}: no adapter_config.json (a peft adapter folder is expected for a "
+                                  f"{type(pipe).__name__})")
+            transformer = PeftModel.from_pretrained(pipe.transformer, lora)
+            pipe = type(pipe)(**{**pipe.components, "transformer": transformer})
+            pipe.set_progress_bar_config(disable=True)
     finally:
         diffusers_logging.set_verbosity(level)
-    scheduler = read_run_settings(lora).get("scheduler")
-    if scheduler:
-        pipe.scheduler = pipe.scheduler.from_config(pipe.scheduler.config, **scheduler)
+    pipe.scheduler = student_scheduler(pipe.scheduler, read_run_settings(lora))
     return pipe

@@ -54,8 +54,12 @@ def load_setup(folder: str | Path, steps: int | None = None, guidance: float | N
     """Load a folder (or use ``pipe``) and resolve its sampling settings (overrides win)."""
     settings = read_run_settings(folder) if folder else {}
     pipe = pipe if pipe is not None else load_pipeline(folder, drop_t5=drop_t5, kinds=tuple(KINDS.values()))
-    if steps is None and "sigmas" in settings:
+    if steps is None and "flow_grid" in settings:  # a student's own grid (any family), ending at 0
+        timesteps = [float(t) for t in settings["flow_grid"]]
+    elif steps is None and "sigmas" in settings:
         timesteps = list(settings["sigmas"]) + [0.0]
+    elif "timesteps" in settings and is_vp(pipe):  # a VP student at another step count: its trailing grid
+        timesteps = scheduler_sigmas(pipe, steps)
     elif "sigmas" in settings:  # a student at another step count: its own (shifted) uniform grid
         timesteps = student_grid(steps, shift=float(settings.get("grid_shift", 1.0))).tolist()
     else:

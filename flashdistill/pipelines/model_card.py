@@ -46,14 +46,9 @@ def _code(folder_name: str, info: dict) -> str:
             f'max_sequence_length={info.get("max_sequence_length", 256)}).images[0]')
     export = info.get("export") or {}
     if info.get("kind") == "lora":
-        scheduler = info.get("scheduler") or {"shift": 1.0}
-        args = ", ".join(f"{k}={v!r}" for k, v in scheduler.items())
-        return ("import torch\nfrom diffusers import FlowMatchEulerDiscreteScheduler, StableDiffusion3Pipeline\n"
-                f'pipe = StableDiffusion3Pipeline.from_pretrained("{info.get("base", "BASE")}", '
-                f'dtype=torch.bfloat16).to({DEVICE})\n'
-                f'pipe.load_lora_weights("{folder_name}")\n'
-                f"pipe.scheduler = FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler.config, {args})\n"
-                f"image = {call}")
+        from .stock import lora_code
+
+        return lora_code(folder_name, {"scheduler": {"shift": 1.0}, **info}, SAMPLE_PROMPTS[0], DEVICE)
     kwargs = []
     lines = ["import torch", "from diffusers import StableDiffusion3Pipeline"]
     if export.get("no_t5"):
@@ -135,12 +130,9 @@ def _render_sample(pipe, info: dict, path: Path) -> None:
     import torch
     from PIL import Image
 
-    kwargs = {"guidance_scale": info.get("guidance_scale", 1.0),
-              "max_sequence_length": info.get("max_sequence_length", 256)}
-    if info.get("sigmas"):
-        kwargs["sigmas"] = list(info["sigmas"])
-    if info.get("resolution"):
-        kwargs.update(height=info["resolution"], width=info["resolution"])
+    from .stock import family_of, stock_call_kwargs
+
+    kwargs = stock_call_kwargs({"guidance_scale": 1.0, **info}, family_of(pipe))
     device = getattr(pipe, "device", torch.device("cpu"))
     generator = torch.Generator(device=device).manual_seed(0)
     devices = [device] if device.type == "cuda" else []

@@ -52,18 +52,12 @@ def run(args) -> int:
     settings = read_run_settings(folder)
     if args.lora:
         settings = {**settings, **read_run_settings(args.lora)}  # the student's sigmas and guidance win
-    pipe = load_pipeline(folder, drop_t5=args.no_t5, lora=args.lora)
-    kwargs = {"max_sequence_length": settings.get("max_sequence_length", 256),
-              "guidance_scale": guidance_of(settings, args.guidance)}
-    if args.steps is not None:
-        kwargs["num_inference_steps"] = args.steps
-    elif "sigmas" in settings:
-        kwargs["sigmas"] = settings["sigmas"]
-    else:
-        kwargs["num_inference_steps"] = settings.get("num_inference_steps", 28)
-    size = settings.get("resolution")
-    if size:
-        kwargs.update(height=size, width=size)
+    from ..models.backbones import KINDS
+    from .stock import family_of, stock_call_kwargs
+
+    pipe = load_pipeline(folder, drop_t5=args.no_t5, lora=args.lora, kinds=tuple(KINDS.values()))
+    kwargs = stock_call_kwargs(settings, family_of(pipe), steps=args.steps, guidance=guidance_of(settings,
+                                                                                                  args.guidance))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     generator = torch.Generator().manual_seed(args.seed)

@@ -17,11 +17,11 @@ __all__ = ["load_teacher_pipeline", "copy_transformer", "load_student_transforme
            "trajectory_index", "backward_simulate", "save_student"]
 
 
-def load_teacher_pipeline(name: str, dtype: torch.dtype = torch.float32):
-    """``(pipe, settings)`` for ``"sd3-nano"`` (shipped), ``"tiny"`` (tests) or a pipeline folder."""
+def load_teacher_pipeline(name: str, dtype: torch.dtype = torch.float32, kinds: tuple[str, ...] = ("sd3",)):
+    """``(pipe, settings)`` for ``"sd3-nano"`` (shipped), ``"tiny"`` (tests) or a pipeline folder of ``kinds``."""
     from ..data.teacher_data import load_teacher
 
-    return load_teacher(name, dtype)
+    return load_teacher(name, dtype, kinds)
 
 
 def copy_transformer(transformer: torch.nn.Module, trainable: bool = True) -> torch.nn.Module:

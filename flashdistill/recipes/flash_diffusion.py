@@ -34,10 +34,11 @@ from ..losses import (
     GeneratorAdvLoss,
     k_grid_solution,
 )
+from ..models.backbones import KINDS, adapter_for, denoiser_of, is_vp
 from ..models.conv_disc import ConvDisc
-from ..models.sd3 import SD3Adapter
 from ..sampling import CFG
 from ..timesteps import FlashMixture, student_grid
+from ..errors import ConfigError
 from ..training.updates import ModelSlot, frozen
 from ..types import Conditioning
 from . import common
@@ -55,9 +56,11 @@ class Parts:
     cfg: FlashDiffusionConfig
     run: object  # training.Run
     teacher: object  # the frozen teacher, model(x_t, t, cond) -> v with feature_maps (no CFG)
+    adapt: object  # net -> its flow-path adapter (SD3, UNet or PixArt: models.backbones.adapter_for)
     null: Conditioning  # the unconditional conditioning (CFG)
     grid: torch.Tensor  # (K+1,) float64 flow times of the K-point grid, grid[0] = 0 (mixture.grid)
-    shift: float  # the grid's shift, also the student's sigmas' (grid_shift_of)
+    shift: float  # the grid's shift, also the student's sigmas' (grid_shift_of; 1 for VP teachers)
+    student_grid: torch.Tensor  # (num_steps + 1,) decreasing flow times the student samples on
     mixture: FlashMixture  # π(t) over grid[1:]
     student: ModelSlot
     disc: ModelSlot | None
@@ -73,30 +76,39 @@ def setup(cfg: FlashDiffusionConfig):
     from ..training.run import Run
 
     cfg.check_paths()
-    pipe, settings = common.load_teacher_pipeline(cfg.teacher)
+    pipe, settings = common.load_teacher_pipeline(cfg.teacher, kinds=tuple(KINDS.values()))
+    shift = grid_shift_of(cfg, pipe)  # refuses a flow shift for a VP teacher before any work
     data = common.open_dataset(cfg.data, teacher_pipe=pipe, teacher=cfg.teacher)
     run = Run(cfg.train, config=cfg)
     net, teacher, params = build_student(cfg, pipe)
     if cfg.student == "full":
-        run.add_frozen("teacher", pipe.transformer)
+        run.add_frozen("teacher", denoiser_of(pipe))
     student = run.add_model("student", net, cfg.student_optim,
                             parameters=[p for p in net.parameters() if p.requires_grad])
     disc = proxy = None
     if cfg.uses_disc:
-        width = pipe.transformer.config.num_attention_heads * pipe.transformer.config.attention_head_dim
-        heads = ConvDisc([width] * len(cfg.disc_blocks), cfg.disc_hidden, cfg.disc_num_down,
+        try:
+            channels = teacher.feature_channels(cfg.disc_blocks)
+        except ValueError as err:
+            raise ConfigError(f"disc_blocks = {cfg.disc_blocks}: {err}") from None
+        heads = ConvDisc(channels, cfg.disc_hidden, cfg.disc_num_down,
                          generator=torch.Generator().manual_seed(cfg.seed))
         disc = run.add_model("disc", heads, cfg.disc_optim)
     if cfg.uses_dmd and cfg.dmd_fake == "proxy":
-        proxy = run.add_model("proxy", common.copy_transformer(pipe.transformer), cfg.proxy_optim)
+        proxy = run.add_model("proxy", common.copy_transformer(denoiser_of(pipe)), cfg.proxy_optim)
     var = cfg.timestep_var if cfg.timestep_dist == "mixture" else float("inf")  # infinite variance: uniform
-    shift = grid_shift_of(cfg, pipe)
-    mixture = FlashMixture(cfg.K, cfg.mode_weights, var=var, to_flow=lambda f: shift_t(f, shift))  # t = shift(j/K)
+    if is_vp(pipe):  # the modes are fractions of the DDPM index range; the student runs the trailing timesteps
+        vp = adapter_for(pipe)
+        mixture = FlashMixture(cfg.K, cfg.mode_weights, var=var, to_flow=vp.flow_time_of_fraction)
+        grid = vp.trailing_grid(cfg.num_steps)
+    else:
+        mixture = FlashMixture(cfg.K, cfg.mode_weights, var=var, to_flow=lambda f: shift_t(f, shift))  # shift(j/K)
+        grid = student_grid(cfg.num_steps, shift=shift)
     losses = {"distill": DistillationLoss(distill_distance(cfg, pipe, run.device)), "dmd": DMDLoss(),
               "g_adv": GeneratorAdvLoss(cfg.adv_loss), "d_adv": DiscriminatorAdvLoss(cfg.adv_loss),
               "fm": FlowMatchingLoss(None)}
-    parts = Parts(cfg, run, teacher, data.null_cond().to(run.device), mixture.grid, shift, mixture, student, disc,
-                  proxy, losses)
+    parts = Parts(cfg, run, teacher, lambda module: adapter_for(pipe, module), data.null_cond().to(run.device),
+                  mixture.grid, shift, grid, mixture, student, disc, proxy, losses)
     if run.is_main:
         print(f"student: {cfg.student}, {params['trainable']:,} trainable of {params['total']:,} teacher "
               f"parameters ({100 * params['trainable'] / params['total']:.1f}%)")
@@ -104,7 +116,14 @@ def setup(cfg: FlashDiffusionConfig):
 
 
 def grid_shift_of(cfg: FlashDiffusionConfig, pipe) -> float:
-    """The shift of the K-point grid and of the student's sigmas (``grid_shift``, null: the teacher scheduler's)."""
+    """The shift of the K-point grid and of the student's sigmas (``grid_shift``, null: the teacher scheduler's).
+    A VP teacher's grid is its own DDPM index range: ``grid_shift`` must stay 1 or null there."""
+    if is_vp(pipe):
+        if cfg.grid_shift not in (None, 1.0):
+            raise ConfigError(f"grid_shift = {cfg.grid_shift}: a shift applies to flow-time grids; {cfg.teacher} is "
+                              "a variance-preserving teacher whose grid is fractions of its DDPM index range (use "
+                              "null)")
+        return 1.0
     return float(cfg.grid_shift if cfg.grid_shift is not None else pipe.scheduler.config.get("shift", 1.0))
 
 
@@ -135,7 +154,7 @@ def draw_iteration(parts: Parts, d, batch: dict) -> dict:
 def generator_step(parts: Parts, mb: dict, lam_adv: float, lam_dmd: float, fakes: list) -> dict:
     """The student's terms on one micro-batch (Eq. 6 + λ_adv Eq. 8 + λ_DMD Eq. 9); appends its detached x0."""
     cfg, cond, x_t, t = parts.cfg, mb["cond"], mb["x_t"], mb["t"]
-    x0_s = x0_from_v(x_t, SD3Adapter(parts.student.model)(x_t, t, cond), t)  # the student's one step
+    x0_s = x0_from_v(x_t, parts.adapt(parts.student.model)(x_t, t, cond), t)  # the student's one step
     fakes.append(x0_s.detach())
     out = parts.losses["distill"](x0_s, mb["target"])
     parts.run.log(**out.logs)
@@ -146,7 +165,7 @@ def generator_step(parts: Parts, mb: dict, lam_adv: float, lam_dmd: float, fakes
             feats = parts.teacher.feature_maps(x, mb["t_disc"], cond, cfg.disc_blocks)
             terms["adv"] = lam_adv * parts.losses["g_adv"](parts.disc.module(feats)).loss.mean()
     if lam_dmd > 0:
-        fake = SD3Adapter(parts.proxy.module if parts.proxy is not None else parts.student.module)
+        fake = parts.adapt(parts.proxy.module if parts.proxy is not None else parts.student.module)
         x_dmd = interpolate(x0_s.detach(), mb["dmd_noise"], mb["t_dmd"])  # stop-gradient: a point to score
         real = CFG(parts.teacher, parts.null, mb["omega"])
         out = parts.losses["dmd"](real, fake, x0_s, x_dmd, mb["t_dmd"], cond)
@@ -170,7 +189,7 @@ def disc_step(parts: Parts, mb: dict) -> dict:
 
 
 def proxy_step(parts: Parts, mb: dict) -> dict:
-    out = parts.losses["fm"](SD3Adapter(parts.proxy.model), mb["fake"], mb["cond"], noise=mb["fm_noise"],
+    out = parts.losses["fm"](parts.adapt(parts.proxy.model), mb["fake"], mb["cond"], noise=mb["fm_noise"],
                              t=mb["fm_t"])
     parts.run.log(**out.logs)
     return {"fm": out.loss.mean()}
@@ -181,8 +200,7 @@ def run_recipe(cfg: FlashDiffusionConfig) -> None:
     run = parts.run
     d = run.draws("draws", cfg.seed)
     stream = run.data_stream("data", data, batch_size=cfg.batch_size)
-    preview(run, pipe, data, SD3Adapter(parts.student.module), student_grid(cfg.num_steps, shift=parts.shift),
-            cfg.sampler)
+    preview(run, pipe, data, parts.adapt(parts.student.module), parts.student_grid, cfg.sampler)
     for it in run.steps():
         phase = phase_of(cfg, it)
         if phase != parts.mixture.phase:
@@ -204,5 +222,6 @@ def run_recipe(cfg: FlashDiffusionConfig) -> None:
         run.log(phase=phase, lam_adv=lam_adv, lam_dmd=lam_dmd, t_mean=mb["t"].mean(),
                 teacher_steps=float(mb["j"].max()))
     if run.is_main:
-        out = save_lora_student(pipe, parts.student.module, cfg, settings, data.meta, params, parts.shift)
+        out = save_lora_student(pipe, parts.student.module, cfg, settings, data.meta, params, parts.shift,
+                                parts.student_grid)
         print(f"student written to {out}")

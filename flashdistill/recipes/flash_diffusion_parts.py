@@ -9,8 +9,16 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError
-from ..models.lora import SD3_TARGETS, AdaptersOff, add_lora, count_parameters, lora_metadata, lora_state_dict
-from ..models.sd3 import SD3Adapter
+from ..models.backbones import adapter_for, denoiser_of, kind_of
+from ..models.lora import (
+    SD3_TARGETS,
+    UNET_TARGETS,
+    AdaptersOff,
+    add_lora,
+    count_parameters,
+    lora_metadata,
+    lora_state_dict,
+)
 from ..sampling import sigmas_for_pipeline
 from . import common
 
@@ -23,20 +31,22 @@ def build_student(cfg, pipe):
     """``(student_net, teacher, params)``: the trained module, the frozen teacher as an adapter
     (``teacher(x_t, t, cond) -> v`` with ``feature_maps``), and ``{"trainable", "total"}`` parameter counts.
 
-    ``student: lora`` puts peft adapters on the teacher's own transformer; the teacher is that module with its
-    adapters disabled, so the base weights exist once. ``student: full`` trains a copy of every weight.
+    ``student: lora`` puts peft adapters on the teacher's own denoiser (SD3 or PixArt transformer, UNet); the
+    teacher is that module with its adapters disabled, so the base weights exist once. Default targets: every
+    attention projection (SD3: joint and dual ``attn2`` ones; UNet / PixArt: self- and cross-attention).
+    ``student: full`` trains a copy of every weight.
     """
-    base = pipe.transformer.requires_grad_(False).eval()
+    base = denoiser_of(pipe).requires_grad_(False).eval()
     if cfg.student == "lora":
-        targets = cfg.lora_targets or list(SD3_TARGETS)
+        targets = cfg.lora_targets or list(SD3_TARGETS if kind_of(pipe) == "sd3" else UNET_TARGETS)
         try:
             net = add_lora(base, rank=cfg.lora_rank, alpha=cfg.lora_alpha, target_modules=targets)
         except ValueError as err:
             raise ConfigError(f"lora_targets = {targets}: {err}") from None
-        teacher = AdaptersOff(SD3Adapter(net), net)
+        teacher = AdaptersOff(adapter_for(pipe, net), net)
     else:
         net = common.copy_transformer(base)
-        teacher = SD3Adapter(base)
+        teacher = adapter_for(pipe, base)
     total = count_parameters(base if cfg.student == "full" else net, trainable_only=False)
     if cfg.student == "lora":
         total -= count_parameters(net)  # the base's own size, without the adapters
@@ -72,13 +82,21 @@ def distill_distance(cfg, pipe, device):
     return DecodedDistance(codec.decode_with_grad, lambda a, b: net(a, b).flatten())
 
 
-def _run_settings(cfg, settings: dict, data_meta: dict, shift: float) -> dict:
-    from ..timesteps import student_grid
-
-    grid = student_grid(cfg.num_steps, shift=shift).tolist()
-    info = {"sigmas": sigmas_for_pipeline(grid), "guidance_scale": 1.0, "num_inference_steps": cfg.num_steps,
-            "recipe": "flash_diffusion", "sampler": cfg.sampler, "grid_shift": shift,
-            "scheduler": {"shift": 1.0, "stochastic_sampling": cfg.sampler == "stochastic"}}
+def _run_settings(cfg, settings: dict, data_meta: dict, shift: float, pipe, grid) -> dict:
+    """What runs the student: SD3 -> its sigmas on a shift-1 flow-match scheduler (diffusers' re-noising Euler for
+    the stochastic sampler); UNet / PixArt -> the trailing timestep indices on ``LCMScheduler`` (re-noises each x0
+    with fresh noise: the stochastic sampler) or ``DDIMScheduler`` (deterministic), ``flow_grid`` for our sampler."""
+    grid = [float(t) for t in grid]
+    info = {"guidance_scale": 1.0, "num_inference_steps": cfg.num_steps, "recipe": "flash_diffusion",
+            "sampler": cfg.sampler, "flow_grid": grid}
+    if kind_of(pipe) == "sd3":
+        info.update(sigmas=sigmas_for_pipeline(grid), grid_shift=shift,
+                    scheduler={"shift": 1.0, "stochastic_sampling": cfg.sampler == "stochastic"})
+    else:
+        flow_times = adapter_for(pipe).flow_times()
+        index = [int(torch.argmin((flow_times - t).abs())) for t in grid[:-1]]
+        info.update(timesteps=index, scheduler_class="LCMScheduler" if cfg.sampler == "stochastic" else "DDIMScheduler",
+                    scheduler={"timestep_spacing": "trailing"} if cfg.sampler == "deterministic" else {})
     for key in ("max_sequence_length", "resolution"):
         value = data_meta.get(key) or settings.get(key)
         if value:
@@ -86,34 +104,58 @@ def _run_settings(cfg, settings: dict, data_meta: dict, shift: float) -> dict:
     return info
 
 
-def save_lora_student(pipe, net, cfg, settings: dict, data_meta: dict, params: dict, shift: float = 1.0) -> Path:
+def save_lora_student(pipe, net, cfg, settings: dict, data_meta: dict, params: dict, shift: float = 1.0,
+                      grid=None) -> Path:
     """Write the student people run: a LoRA folder (``save_lora_weights`` with its adapter metadata, so stock
     ``pipe.load_lora_weights(out)`` restores the trained scale) or, for ``student: full``, a pipeline folder.
     ``flashdistill.json`` records the sigmas, guidance 1, the T5 length, the base teacher, the sampler and the
     scheduler settings (``shift`` 1: the sigmas are used unchanged; ``stochastic_sampling``: diffusers' re-noising
     Euler), which ``flashdistill sample``/``eval`` apply."""
-    info = {**_run_settings(cfg, settings, data_meta, shift), "parameters": params}
+    from ..timesteps import student_grid
+
+    grid = student_grid(cfg.num_steps, shift=shift) if grid is None else grid
+    info = {**_run_settings(cfg, settings, data_meta, shift, pipe, grid.tolist()), "parameters": params}
     out = Path(cfg.out)
+    kind = kind_of(pipe)
     if cfg.student == "full":
-        from ..timesteps import student_grid
-
-        common.save_student(pipe, net.eval(), out, student_grid(cfg.num_steps, shift=shift).tolist(), info,
-                            scheduler=info["scheduler"])
+        if kind != "sd3":
+            raise ConfigError(f"student: full writes an SD3 pipeline folder; for the {type(pipe).__name__} teacher "
+                              "use student: lora")
+        common.save_student(pipe, net.eval(), out, grid.tolist(), info, scheduler=info["scheduler"])
         return out
-    from diffusers import StableDiffusion3Pipeline
-
     out.mkdir(parents=True, exist_ok=True)
-    layers = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in lora_state_dict(net).items()}
-    StableDiffusion3Pipeline.save_lora_weights(out, transformer_lora_layers=layers, weight_name=LORA_WEIGHTS,
-                                               transformer_lora_adapter_metadata=lora_metadata(net))
+    _save_lora_layers(pipe, net, out)
     base = cfg.teacher if cfg.teacher in ("sd3-nano", "tiny") else str(Path(cfg.teacher).resolve())
-    info.update(kind="lora", base=base)
+    info.update(kind="lora", base=base, backbone=kind)
     (out / "flashdistill.json").write_text(json.dumps(info, indent=2) + "\n")
+    from ..pipelines.folders import student_scheduler
     from ..pipelines.model_card import write_model_card
 
-    # the sample: the in-memory pipeline (its transformer carries the trained adapters) with the student's scheduler
-    student_pipe = StableDiffusion3Pipeline(**{**pipe.components, "scheduler": pipe.scheduler.from_config(
-        pipe.scheduler.config, **info["scheduler"])})
+    # the sample: the in-memory pipeline (its denoiser carries the trained adapters) with the student's scheduler
+    student_pipe = type(pipe)(**{**pipe.components, "scheduler": student_scheduler(pipe.scheduler, info)})
     student_pipe.set_progress_bar_config(disable=True)
     write_model_card(out, pipe=student_pipe)
     return out
+
+
+def _save_lora_layers(pipe, net, out: Path) -> None:
+    """The adapter in the format its family's stock loader reads: ``save_lora_weights`` of the SD3 / SD pipeline
+    (with the adapter metadata, so ``load_lora_weights`` restores the scale), or peft's own adapter folder for
+    PixArt-α, which has no LoRA loader in diffusers (``PeftModel.from_pretrained(pipe.transformer, folder)``)."""
+    layers = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in lora_state_dict(net).items()}
+    kind = kind_of(pipe)
+    if kind == "sd3":
+        from diffusers import StableDiffusion3Pipeline
+
+        StableDiffusion3Pipeline.save_lora_weights(out, transformer_lora_layers=layers, weight_name=LORA_WEIGHTS,
+                                                   transformer_lora_adapter_metadata=lora_metadata(net))
+    elif kind == "unet":
+        from diffusers import StableDiffusionPipeline
+
+        StableDiffusionPipeline.save_lora_weights(out, unet_lora_layers=layers, weight_name=LORA_WEIGHTS,
+                                                  unet_lora_adapter_metadata=lora_metadata(net))
+    else:
+        from safetensors.torch import save_file
+
+        net.peft_config["default"].save_pretrained(str(out))  # adapter_config.json
+        save_file({f"base_model.model.{k}": v for k, v in layers.items()}, str(out / "adapter_model.safetensors"))

@@ -207,11 +207,11 @@ def test_merge_lora_and_sample_commands(lora_student, tmp_path, capsys):
 def test_unsupported_teacher_family_is_refused_by_name(tmp_path, capsys):
     from flashdistill.cli import main
 
-    (tmp_path / "sd15").mkdir()
-    (tmp_path / "sd15" / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
-    assert main(["sample", "--model", str(tmp_path / "sd15"), "--prompt", "a red circle"]) == 2
+    (tmp_path / "flux").mkdir()
+    (tmp_path / "flux" / "model_index.json").write_text('{"_class_name": "FluxPipeline"}')
+    assert main(["sample", "--model", str(tmp_path / "flux"), "--prompt", "a red circle"]) == 2
     err = capsys.readouterr().err
-    assert "StableDiffusionPipeline" in err and str(tmp_path / "sd15") in err and "Traceback" not in err
+    assert "FluxPipeline" in err and str(tmp_path / "flux") in err and "Traceback" not in err
 
 
 def test_shapes_images_are_real_pairs_generate_data_reads(tmp_path, capsys):
