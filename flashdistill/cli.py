@@ -24,7 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("flashdistill.bench", "latency, memory, quality per deployment variant and training cost, in one run"),
     "sample": ("flashdistill.pipelines.sample", "sample images from a teacher or a distilled student folder"),
     "generate-data": ("flashdistill.data.generate", "run a teacher over prompts and write a synthetic dataset"),
-    "train-teacher": ("flashdistill.shapes.teacher", "train a teacher of the Shapes world (SD3-nano, UNet-nano, PixArt-nano)"),
+    "train-teacher": ("flashdistill.shapes.teacher", "train a Shapes-world teacher (SD3-nano, UNet-nano, PixArt-nano)"),
     "shapes-prompts": ("flashdistill.shapes.prompt_file", "write Shapes captions as a prompt file"),
     "info": ("flashdistill.pipelines.info", "print versions, device and the shipped assets"),
 }

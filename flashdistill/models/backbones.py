@@ -3,6 +3,7 @@ and which flow-time grid a sampler of N steps uses.
 
 * ``"sd3"``: ``StableDiffusion3Pipeline`` (MM-DiT, rectified flow) -> :class:`~flashdistill.models.sd3.SD3Adapter`;
 * ``"unet"``: ``StableDiffusionPipeline`` (SD1.5-family UNet, VP) -> :class:`~flashdistill.models.vp.UNetAdapter`;
+* ``"sdxl"``: ``StableDiffusionXLPipeline`` (UNet with pooled text and size conditions, VP) -> ``UNetAdapter``;
 * ``"pixart"``: ``PixArtAlphaPipeline`` (DiT, VP) -> :class:`~flashdistill.models.vp.PixArtAdapter`.
 
 Prompt encodings are the stock pipelines' own (``encode_prompt``), so a sampler built from these parts reproduces
@@ -19,11 +20,12 @@ from ..types import Conditioning
 
 __all__ = ["KINDS", "kind_of", "denoiser_of", "adapter_for", "TextEncoder", "text_encoder_for", "is_vp"]
 
-KINDS = {"StableDiffusion3Pipeline": "sd3", "StableDiffusionPipeline": "unet", "PixArtAlphaPipeline": "pixart"}
+KINDS = {"StableDiffusion3Pipeline": "sd3", "StableDiffusionPipeline": "unet", "StableDiffusionXLPipeline": "sdxl",
+         "PixArtAlphaPipeline": "pixart"}
 
 
 def kind_of(pipe) -> str:
-    """``"sd3"``, ``"unet"`` or ``"pixart"``; anything else is refused by name."""
+    """``"sd3"``, ``"unet"``, ``"sdxl"`` or ``"pixart"``; anything else is refused by name."""
     name = type(pipe).__name__
     if name not in KINDS:
         raise ValueError(f"a {name}: flashdistill drives {', '.join(KINDS)} pipelines")
@@ -36,7 +38,7 @@ def is_vp(pipe) -> bool:
 
 def denoiser_of(pipe) -> torch.nn.Module:
     """The network that denoises: the UNet, or the transformer."""
-    return pipe.unet if kind_of(pipe) == "unet" else pipe.transformer
+    return pipe.unet if kind_of(pipe) in ("unet", "sdxl") else pipe.transformer
 
 
 def adapter_for(pipe, net: torch.nn.Module | None = None) -> torch.nn.Module:
@@ -49,14 +51,15 @@ def adapter_for(pipe, net: torch.nn.Module | None = None) -> torch.nn.Module:
         return SD3Adapter(net)
     from .vp import PixArtAdapter, UNetAdapter
 
-    if kind == "unet":
-        return UNetAdapter.from_scheduler(net, pipe.scheduler)
+    if kind in ("unet", "sdxl"):
+        return UNetAdapter.from_scheduler(net, pipe.scheduler, vae_scale_factor=pipe.vae_scale_factor)
     return PixArtAdapter.from_scheduler(net, pipe.scheduler, vae_scale_factor=pipe.vae_scale_factor)
 
 
 class TextEncoder:
     """Prompt encoding of a UNet or PixArt pipeline, identical to its ``encode_prompt``: CLIP's last hidden state
-    (SD1.5), or T5 tokens with their attention mask in ``extra["attention_mask"]`` (PixArt)."""
+    (SD1.5); both CLIPs' penultimate states and the pooled vector (SDXL); or T5 tokens with their attention mask in
+    ``extra["attention_mask"]`` (PixArt)."""
 
     def __init__(self, pipe, max_sequence_length: int = 120):
         self.pipe, self.max_sequence_length = pipe, max_sequence_length
@@ -68,16 +71,25 @@ class TextEncoder:
     @torch.no_grad()
     def encode(self, prompts: Sequence[str]) -> Conditioning:
         prompts = list(prompts)
-        if kind_of(self.pipe) == "unet":
+        kind = kind_of(self.pipe)
+        if kind == "unet":
             embeds, _ = self.pipe.encode_prompt(prompts, self.device, 1, False)
             return Conditioning(embeds)
+        if kind == "sdxl":
+            embeds, _, pooled, _ = self.pipe.encode_prompt(prompts, device=self.device, num_images_per_prompt=1,
+                                                           do_classifier_free_guidance=False)
+            return Conditioning(embeds, pooled)
         embeds, mask, _, _ = self.pipe.encode_prompt(prompts, do_classifier_free_guidance=False, device=self.device,
                                                      max_sequence_length=self.max_sequence_length)
         return Conditioning(embeds, extra={"attention_mask": mask})
 
     def null(self, batch_size: int = 1) -> Conditioning:
-        """The unconditional conditioning: the empty prompt, the stock pipelines' default negative prompt."""
-        return self.encode([""] * batch_size)
+        """The unconditional conditioning the stock pipeline uses without a negative prompt: the empty prompt, or
+        zeros for SDXL folders with ``force_zeros_for_empty_prompt`` (the SDXL default)."""
+        empty = self.encode([""] * batch_size)
+        if getattr(self.pipe.config, "force_zeros_for_empty_prompt", False):
+            return Conditioning(torch.zeros_like(empty.prompt_embeds), torch.zeros_like(empty.pooled))
+        return empty
 
 
 def text_encoder_for(pipe, max_sequence_length: int):

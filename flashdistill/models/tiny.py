@@ -150,3 +150,30 @@ def tiny_pixart(seed: int = 0, caption_channels: int = 16):
     )
     scheduler = DDPMScheduler(beta_schedule="linear", beta_start=0.0001, beta_end=0.02)
     return model, scheduler
+
+
+def tiny_sdxl_pipeline(seed: int = 0):
+    """A tiny ``StableDiffusionXLPipeline`` (two CLIPs, a text-time UNet, 32-px images, trailing DDIM), random."""
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(seed)
+    tok, tok2 = build_clip_tokenizer((), 16), build_clip_tokenizer((), 16)
+    ids = dict(vocab_size=len(tok), max_position_embeddings=16, num_attention_heads=2, intermediate_size=32,
+               eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id)
+    te = CLIPTextModel(CLIPTextConfig(hidden_size=8, num_hidden_layers=2, **ids))
+    te2 = CLIPTextModelWithProjection(CLIPTextConfig(hidden_size=8, num_hidden_layers=2, projection_dim=8, **ids))
+    unet = UNet2DConditionModel(
+        sample_size=16, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(16, 32),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=16, attention_head_dim=4, norm_num_groups=8, addition_embed_type="text_time",
+        addition_time_embed_dim=4, projection_class_embeddings_input_dim=4 * 6 + 8)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), latent_channels=4,
+                        norm_num_groups=8, sample_size=32)
+    scheduler = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
+                              set_alpha_to_one=True, steps_offset=1, timestep_spacing="trailing")
+    pipe = StableDiffusionXLPipeline(vae=vae.eval(), text_encoder=te.eval(), text_encoder_2=te2.eval(), tokenizer=tok,
+                                     tokenizer_2=tok2, unet=unet.eval(), scheduler=scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

@@ -104,14 +104,24 @@ class VPAdapter(nn.Module):
 
 
 class UNetAdapter(VPAdapter):
-    """``UNet2DConditionModel`` (SD1.5 / SDXL). SDXL needs ``cond.pooled`` and ``cond.extra['time_ids']``."""
+    """``UNet2DConditionModel`` (SD1.5 / SDXL). SDXL needs ``cond.pooled``; its size conditions
+    ``cond.extra["time_ids"]`` ``(B, 6)`` default to what ``StableDiffusionXLPipeline`` builds for an uncropped
+    image of the latent size times ``vae_scale_factor``: ``(H, W, 0, 0, H, W)``."""
+
+    def __init__(self, net, alphas_cumprod, prediction_type="epsilon", vae_scale_factor: int = 8):
+        super().__init__(net, alphas_cumprod, prediction_type)
+        self.vae_scale_factor = vae_scale_factor
 
     def _net(self, x_vp, tau, cond):
         added = None
         if getattr(self.net.config, "addition_embed_type", None) == "text_time":
-            if cond.pooled is None or "time_ids" not in cond.extra:
-                raise ValueError("an SDXL-style UNet needs cond.pooled and cond.extra['time_ids']")
-            added = {"text_embeds": cond.pooled.to(x_vp.dtype), "time_ids": cond.extra["time_ids"].to(x_vp.dtype)}
+            if cond.pooled is None:
+                raise ValueError("an SDXL-style UNet needs cond.pooled (the second text encoder's pooled output)")
+            time_ids = cond.extra.get("time_ids")
+            if time_ids is None:
+                h, w = (s * self.vae_scale_factor for s in x_vp.shape[-2:])
+                time_ids = torch.tensor([[h, w, 0, 0, h, w]], device=x_vp.device).expand(x_vp.shape[0], 6)
+            added = {"text_embeds": cond.pooled.to(x_vp.dtype), "time_ids": time_ids.to(x_vp.dtype)}
         return self.net(x_vp, tau, encoder_hidden_states=cond.prompt_embeds.to(x_vp.dtype),
                         added_cond_kwargs=added, return_dict=False)[0]
 

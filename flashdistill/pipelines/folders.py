@@ -113,9 +113,11 @@ def has_t5(folder: str | Path) -> bool:
 
 
 # model_index.json class -> family (as models.backbones.KINDS; repeated here so this module imports no torch)
-_FAMILIES = {"StableDiffusion3Pipeline": "sd3", "StableDiffusionPipeline": "unet", "PixArtAlphaPipeline": "pixart"}
+_FAMILIES = {"StableDiffusion3Pipeline": "sd3", "StableDiffusionPipeline": "unet", "StableDiffusionXLPipeline": "sdxl",
+             "PixArtAlphaPipeline": "pixart"}
 _WHAT = {"sd3": "rectified-flow SD3-family pipelines (SD3, SD3.5, SD3-nano)",
-         "unet": "StableDiffusionPipeline (UNet) folders", "pixart": "PixArtAlphaPipeline folders"}
+         "unet": "StableDiffusionPipeline (UNet) folders", "sdxl": "StableDiffusionXLPipeline folders",
+         "pixart": "PixArtAlphaPipeline folders"}
 
 
 def check_pipeline_folder(folder: Path, kinds: tuple[str, ...] = ("sd3",)) -> str:

@@ -1,7 +1,8 @@
 """``flashdistill merge-lora``: fold a LoRA student into its base and write a full pipeline folder.
 
-The result runs like any student folder (stock ``StableDiffusion3Pipeline.from_pretrained`` with the sigmas and
-guidance in its ``flashdistill.json``), at the speed of the base model: no adapter layers remain.
+The result runs like any student folder (the stock pipeline class's ``from_pretrained`` with the sigmas or timesteps
+and guidance in its ``flashdistill.json``; its scheduler is the student's), at the speed of the base model: no
+adapter layers remain. SD3, SD1.5/SDXL UNets (``fuse_lora``) and PixArt-α (peft's ``merge_and_unload``).
 """
 
 from __future__ import annotations
@@ -28,9 +29,15 @@ def merge_lora_folder(lora: str | Path, out: str | Path, model: str | Path | Non
         raise ConfigError(f"--lora {lora}: not a LoRA student folder ({RUN_SETTINGS_FILE} with kind: lora)")
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"--out {out}: exists and is not empty; choose a new folder")
-    pipe = load_pipeline(model, lora=lora) if model else load_pipeline(lora)
-    pipe.fuse_lora(components=["transformer"], lora_scale=1.0)
-    pipe.unload_lora_weights()
+    from ..models.backbones import KINDS
+
+    kinds = tuple(KINDS.values())
+    pipe = load_pipeline(model, lora=lora, kinds=kinds) if model else load_pipeline(lora, kinds=kinds)
+    if hasattr(pipe, "fuse_lora"):
+        pipe.fuse_lora(components=["unet" if hasattr(pipe, "unet") else "transformer"], lora_scale=1.0)
+        pipe.unload_lora_weights()
+    else:  # PixArt-α: the transformer is peft-wrapped (no LoRA loader in diffusers)
+        pipe = type(pipe)(**{**pipe.components, "transformer": pipe.transformer.merge_and_unload()})
     pipe.save_pretrained(out)
     info = {k: v for k, v in read_run_settings(lora).items() if k not in ("kind", "base")}
     info.update(kind="student", merged_from=str(lora))

@@ -7,7 +7,8 @@ from .folders import DEFAULT_GUIDANCE
 
 __all__ = ["family_of", "stock_call_kwargs", "lora_code"]
 
-_CLASSES = {"sd3": "StableDiffusion3Pipeline", "unet": "StableDiffusionPipeline", "pixart": "PixArtAlphaPipeline"}
+_CLASSES = {"sd3": "StableDiffusion3Pipeline", "unet": "StableDiffusionPipeline", "sdxl": "StableDiffusionXLPipeline",
+            "pixart": "PixArtAlphaPipeline"}
 
 
 def family_of(pipe) -> str:
@@ -29,7 +30,7 @@ def stock_call_kwargs(settings: dict, family: str, steps: int | None = None, gui
         kwargs["timesteps"] = list(settings["timesteps"])
     else:
         kwargs["num_inference_steps"] = settings.get("num_inference_steps", 28)
-    if family != "unet":
+    if family in ("sd3", "pixart"):
         kwargs["max_sequence_length"] = settings.get("max_sequence_length", 256 if family == "sd3" else 120)
     if family == "pixart":
         kwargs.update(use_resolution_binning=False, clean_caption=False)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import ConfigError
 from ..flow import interpolate, shift_t, x0_from_v
 from ..losses import (
     DiscriminatorAdvLoss,
@@ -38,7 +39,6 @@ from ..models.backbones import KINDS, adapter_for, denoiser_of, is_vp
 from ..models.conv_disc import ConvDisc
 from ..sampling import CFG
 from ..timesteps import FlashMixture, student_grid
-from ..errors import ConfigError
 from ..training.updates import ModelSlot, frozen
 from ..types import Conditioning
 from . import common

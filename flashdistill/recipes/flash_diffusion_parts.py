@@ -149,11 +149,12 @@ def _save_lora_layers(pipe, net, out: Path) -> None:
 
         StableDiffusion3Pipeline.save_lora_weights(out, transformer_lora_layers=layers, weight_name=LORA_WEIGHTS,
                                                    transformer_lora_adapter_metadata=lora_metadata(net))
-    elif kind == "unet":
-        from diffusers import StableDiffusionPipeline
+    elif kind in ("unet", "sdxl"):
+        from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
-        StableDiffusionPipeline.save_lora_weights(out, unet_lora_layers=layers, weight_name=LORA_WEIGHTS,
-                                                  unet_lora_adapter_metadata=lora_metadata(net))
+        cls = StableDiffusionPipeline if kind == "unet" else StableDiffusionXLPipeline
+        cls.save_lora_weights(out, unet_lora_layers=layers, weight_name=LORA_WEIGHTS,
+                              unet_lora_adapter_metadata=lora_metadata(net))
     else:
         from safetensors.torch import save_file
 

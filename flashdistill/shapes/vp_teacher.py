@@ -11,7 +11,6 @@ frozen. An EMA of the denoiser is exported as a stock ``StableDiffusionPipeline`
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import dataclass, field
 from pathlib import Path

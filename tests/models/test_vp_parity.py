@@ -7,7 +7,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from flashdistill.flow import ddpm_alphas_cumprod
 from flashdistill.models.backbones import adapter_for, text_encoder_for
 from flashdistill.models.tiny import tiny_pixart, tiny_unet
 from flashdistill.models.vp import PixArtAdapter, UNetAdapter
@@ -16,8 +15,12 @@ from flashdistill.shapes.vp_nano import build_vp_nano_pipeline
 from flashdistill.types import Conditioning
 
 
-@pytest.fixture(scope="module", params=["unet", "pixart"])
+@pytest.fixture(scope="module", params=["unet", "pixart", "sdxl"])
 def pipe(request):
+    if request.param == "sdxl":
+        from flashdistill.models.tiny import tiny_sdxl_pipeline
+
+        return tiny_sdxl_pipeline(seed=0)  # pooled text, size conditions, zeros as the unconditional
     return build_vp_nano_pipeline(request.param, seed=0)  # random denoiser, SD3-nano's VAE and text encoder
 
 

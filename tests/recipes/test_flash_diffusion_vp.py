@@ -16,18 +16,25 @@ from flashdistill.models.backbones import adapter_for, text_encoder_for
 from flashdistill.recipes.flash_diffusion import FlashDiffusionConfig, run_recipe
 from flashdistill.sampling import student_sample
 
-DISC_BLOCKS = {"unet": [0, 3], "pixart": [1, 5]}  # UNet: first down block and the mid block; PixArt: blocks
+DISC_BLOCKS = {"unet": [0, 3], "pixart": [1, 5], "sdxl": [1, 2]}  # UNets: down blocks and the mid block (last)
 
 
-@pytest.fixture(scope="module", params=["unet", "pixart"])
+@pytest.fixture(scope="module", params=["unet", "pixart", "sdxl"])
 def vp_student(request, tmp_path_factory):
     from flashdistill.shapes.vp_nano import build_vp_nano_pipeline
     from flashdistill.shapes.vp_teacher import VPTeacherConfig, export
 
     backbone = request.param
     root = tmp_path_factory.mktemp(f"fd_{backbone}")
-    pipe = build_vp_nano_pipeline(backbone, seed=0)
-    teacher = export(pipe, VPTeacherConfig(backbone=backbone, out=str(root / "teacher"), guidance_scale=3.0))
+    if backbone == "sdxl":
+        from flashdistill.models.tiny import tiny_sdxl_pipeline
+
+        teacher = root / "teacher"
+        tiny_sdxl_pipeline(seed=0).save_pretrained(teacher)
+        (teacher / "flashdistill.json").write_text('{"guidance_scale": 3.0, "resolution": 32}')
+    else:
+        pipe = build_vp_nano_pipeline(backbone, seed=0)
+        teacher = export(pipe, VPTeacherConfig(backbone=backbone, out=str(root / "teacher"), guidance_scale=3.0))
     assert main(["shapes-prompts", "--images", str(root / "img"), "--n", "8"]) == 0
     assert main(["generate-data", f"model={teacher}", f"images={root / 'img'}", f"out={root / 'data'}",
                  "shard_size=4", "batch_size=4"]) == 0
@@ -58,12 +65,14 @@ def test_stock_lora_load_reproduces_the_recipe_sampler(vp_student):
 
     backbone, root = vp_student
     info = json.loads((root / "lora" / "flashdistill.json").read_text())
-    pipe = load_pipeline(root / "lora", kinds=("unet", "pixart"))  # the base + stock LoRA load + LCMScheduler
+    pipe = load_pipeline(root / "lora", kinds=("unet", "pixart", "sdxl"))  # the base + stock LoRA load + LCMScheduler
     assert type(pipe.scheduler).__name__ == "LCMScheduler"
     prompts = ["a red circle", "two blue squares"]
     latents = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(3))
     kwargs = {"max_sequence_length": 16, "use_resolution_binning": False, "clean_caption": False} \
         if backbone == "pixart" else {}
+    if backbone == "sdxl":  # the stock pipeline would cast the VAE (and so the latents) to fp32 anyway
+        kwargs["height"] = kwargs["width"] = 32
     stock = pipe(prompts, timesteps=info["timesteps"], guidance_scale=1.0, latents=latents.clone(),
                  generator=torch.Generator().manual_seed(11), output_type="latent", **kwargs).images
     grid = torch.tensor(info["flow_grid"], dtype=torch.float64)
@@ -75,7 +84,7 @@ def test_stock_lora_load_reproduces_the_recipe_sampler(vp_student):
         euler = student_sample(model, x, grid, cond)
     torch.testing.assert_close(ours, stock, rtol=1e-3, atol=1e-3)
     assert (ours - euler).abs().max() > 1e-3  # the recorded sampler matters
-    pipe_off = load_pipeline(root / "teacher", kinds=("unet", "pixart"))
+    pipe_off = load_pipeline(root / "teacher", kinds=("unet", "pixart", "sdxl"))
     with torch.no_grad():
         teacher_v = adapter_for(pipe_off)(x, grid[:1].float().expand(2), cond)
         student_v = model(x, grid[:1].float().expand(2), cond)
@@ -99,3 +108,23 @@ def test_vp_teacher_refuses_a_flow_grid_shift(vp_student):
                                            "train": {"run_dir": str(root / "runx"), "max_steps": 1}})
     with pytest.raises(Exception, match="grid_shift = 3.0: a shift applies to flow-time grids"):
         run_recipe(cfg)
+
+
+def test_merge_lora_writes_a_plain_pipeline_that_equals_the_lora(vp_student, tmp_path):
+    from diffusers import DiffusionPipeline
+
+    from flashdistill.pipelines.folders import load_pipeline
+
+    backbone, root = vp_student
+    assert main(["merge-lora", "--lora", str(root / "lora"), "--out", str(tmp_path / "merged")]) == 0
+    merged = DiffusionPipeline.from_pretrained(tmp_path / "merged")  # stock class, no peft, no LoRA layers
+    assert not any("lora" in name for name, _ in merged.components["unet" if backbone != "pixart"
+                                                                    else "transformer"].named_parameters())
+    assert type(merged.scheduler).__name__ == "LCMScheduler"
+    lora = load_pipeline(root / "lora", kinds=("unet", "pixart", "sdxl"))
+    kw = {"max_sequence_length": 16, "use_resolution_binning": False, "clean_caption": False} \
+        if backbone == "pixart" else {}
+    latents = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(5))
+    outs = [p(["a red circle"], timesteps=[999, 749, 499, 249], guidance_scale=1.0, latents=latents.clone(),
+              generator=torch.Generator().manual_seed(2), output_type="latent", **kw).images for p in (merged, lora)]
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-4, atol=1e-4)
