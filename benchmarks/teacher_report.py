@@ -1,10 +1,12 @@
-"""Regenerate the SD3-nano teacher report (docs/results/teacher_report.md and its sample grids).
+"""Regenerate a teacher report (docs/results/teacher_report.md for SD3-nano, <name>_teacher_report.md for the
+others, and their sample grids).
 
-    .venv/bin/python benchmarks/teacher_report.py [--n-per-category 16]
+    .venv/bin/python benchmarks/teacher_report.py [--model sd3-nano|unet-nano|pixart-nano|FOLDER] [--n-per-category 16]
 
 ShapesEval (overall, per category; train and held-out compositions), FD (train split, against real Shapes images)
-and time per image, at 50, 25, 8, 4 and 2 Euler steps (diffusers' own sigmas for each step count), with the teacher's
-CFG scale and without, with and without the T5 text encoder. Same prompts and seeds in every setting.
+and time per image, at 50, 25, 8, 4 and 2 steps (diffusers' own sigmas for SD3, the "trailing" DDIM timesteps for
+variance-preserving teachers), with the teacher's CFG scale and without, with and without the T5 text encoder
+(SD3 only). Same prompts and seeds in every setting.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ def main() -> int:
     from flashdistill.pipelines.folders import guidance_of, load_pipeline, read_run_settings
     from flashdistill.pipelines.generate import load_setup
     from flashdistill.shapes import CATEGORIES
-    from flashdistill.shapes.nano import teacher_path
+    from flashdistill.models.backbones import KINDS
+    from flashdistill.pipelines.folders import resolve_model
 
     ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="sd3-nano", help="sd3-nano, unet-nano, pixart-nano or a teacher folder")
     ap.add_argument("--n-per-category", type=int, default=16)
     ap.add_argument("--steps", default="50,25,8,4,2")
     ap.add_argument("--out", default="docs/results")
@@ -34,14 +38,19 @@ def main() -> int:
     args = ap.parse_args()
     seeds = parse_seeds(args.seeds)
     out = ROOT / args.out
-    (out / "teacher_grids").mkdir(parents=True, exist_ok=True)
-    folder = teacher_path()
+    folder = resolve_model(args.model)
+    prefix = "" if args.model == "sd3-nano" else Path(args.model).name.replace("-", "_") + "_"
+    grid_dir = f"{prefix}teacher_grids"
+    (out / grid_dir).mkdir(parents=True, exist_ok=True)
     head = ("| T5 | CFG | steps | ShapesEval [95% CI] | held-out [95% CI] | " + " | ".join(CATEGORIES)
             + " | FD [95% CI] | precision | recall | ms/img |")
     lines = [head, "|" + "---|" * (len(CATEGORIES) + 9)]
     results, written = {}, []
     cfg_scale = guidance_of(read_run_settings(folder))
-    pipes = {drop_t5: load_pipeline(folder, drop_t5=drop_t5) for drop_t5 in (False, True)}
+    first = load_pipeline(folder, kinds=tuple(KINDS.values()))
+    pipes = {False: first}
+    if type(first).__name__ == "StableDiffusion3Pipeline":  # T5-free variant: SD3 only
+        pipes[True] = load_pipeline(folder, drop_t5=True)
     for drop_t5, pipe in pipes.items():
         for guidance in (cfg_scale, 1.0):
             rows = {}
@@ -57,7 +66,7 @@ def main() -> int:
                              f"{format_score(ho)} | {cats} | {format_fd(tr)} | "
                              f"{tr.get('precision', float('nan')):.2f} | {tr.get('recall', float('nan')):.2f} | "
                              f"{r['seconds_per_image'] * 1000:.1f} |")
-            name = f"teacher_grids/t5_{'no' if drop_t5 else 'yes'}_cfg_{guidance}.png"
+            name = f"{grid_dir}/t5_{'no' if drop_t5 else 'yes'}_cfg_{guidance}.png"
             comparison_grid(rows, out / name, n=12)
             written.append(name)
     starts = (0.1, 0.3, 0.5, 0.7, 0.8, 0.9, 1.0)
@@ -71,16 +80,16 @@ def main() -> int:
                  "| t0 | " + " | ".join(f"{t:g}" for t in starts) + " |\n|---|" + "---|" * len(starts)
                  + "\n| ShapesEval | " + " | ".join(f"{noised[t]:.3f}" for t in starts) + " |")
     cmd = "python benchmarks/teacher_report.py " + " ".join(sys.argv[1:])
-    for old in (out / "teacher_grids").glob("*.png"):  # grids of settings this run did not produce are stale
-        if f"teacher_grids/{old.name}" not in written:
+    for old in (out / grid_dir).glob("*.png"):  # grids of settings this run did not produce are stale
+        if f"{grid_dir}/{old.name}" not in written:
             old.unlink()
     grids = "\n".join(f"![{Path(name).stem}]({name})" for name in written)
-    (out / "teacher_report.md").write_text(
-        f"# SD3-nano teacher report\n\nRegenerate: `{cmd}` (means over evaluation seed sets {seeds}, "
+    (out / f"{prefix}teacher_report.md").write_text(
+        f"# {args.model} teacher report\n\nRegenerate: `{cmd}` (means over evaluation seed sets {seeds}, "
         f"{args.n_per_category} prompts per category and split each, with 95% bootstrap intervals; FD on the train "
         "split against 512 real Shapes images, Student-t interval over the sets).\n\n" + "\n".join(lines) + noised_md
         + "\n\nSample grids (rows: step counts; same prompts and seeds):\n\n" + grids + "\n")
-    (out / "teacher_report.json").write_text(scores_json(results))
+    (out / f"{prefix}teacher_report.json").write_text(scores_json(results))
     print("\n".join(lines))
     return 0
 

@@ -23,7 +23,7 @@ def noised_start_scores(setup, starts: Sequence[float] = (0.3, 0.5, 0.7, 0.9, 1.
                         steps: int = 20, seed: int = 0) -> dict[float, float]:
     """``{t0: ShapesEval overall}`` on the train split for a loaded ``SamplingSetup`` (see module docstring)."""
     from ..flow import interpolate
-    from ..models.sd3 import SD3Adapter, SD3TextEncoder
+    from ..models.backbones import adapter_for, denoiser_of, text_encoder_for
     from ..models.vae import LatentCodec, from_uint8, to_uint8
     from ..sampling import CFG, euler_solve
     from ..shapes import eval_prompts
@@ -34,13 +34,13 @@ def noised_start_scores(setup, starts: Sequence[float] = (0.3, 0.5, 0.7, 0.9, 1.
         if not 0 < t0 <= 1:
             raise ValueError(f"noised_start_scores: start {t0} must lie in (0, 1]")
     pipe = setup.pipe
-    device = pipe.transformer.device
+    device = denoiser_of(pipe).device
     prompts = eval_prompts(n_per_category, seed=seed, split="train")
     rng = np.random.default_rng(seed)
     real = np.stack([render(spec, rng, setup.resolution) for _, spec in prompts])
     codec = LatentCodec(pipe.vae)
-    text = SD3TextEncoder(pipe, setup.max_sequence_length)
-    model = CFG(SD3Adapter(pipe.transformer), text.null(), setup.guidance_scale)
+    text = text_encoder_for(pipe, setup.max_sequence_length)
+    model = CFG(adapter_for(pipe), text.null(), setup.guidance_scale)
     cond = text.encode([p for p, _ in prompts])
     z = codec.encode(from_uint8(real).to(device))
     from ..seeds import sample_noise
