@@ -23,11 +23,10 @@ def main() -> int:
     from flashdistill.eval.model_eval import evaluate_seeds, scores_json
     from flashdistill.eval.noised_start import noised_start_scores
     from flashdistill.eval.protocol import format_fd, format_score, parse_seeds
-    from flashdistill.pipelines.folders import guidance_of, load_pipeline, read_run_settings
+    from flashdistill.models.backbones import KINDS
+    from flashdistill.pipelines.folders import guidance_of, load_pipeline, read_run_settings, resolve_model
     from flashdistill.pipelines.generate import load_setup
     from flashdistill.shapes import CATEGORIES
-    from flashdistill.models.backbones import KINDS
-    from flashdistill.pipelines.folders import resolve_model
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="sd3-nano", help="sd3-nano, unet-nano, pixart-nano or a teacher folder")
