@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first, pinned: the CPU wheel on this platform's disk (GPU users bring their own CUDA build).
 	$(BIN)/pip install --quiet "torch==2.13.0"
-	$(BIN)/pip install --quiet -e ".[dev,quant]"
+	$(BIN)/pip install --quiet -e ".[dev,quant,metrics]"
 	touch $(STAMP)
 
 setup: $(STAMP)

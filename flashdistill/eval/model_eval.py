@@ -154,6 +154,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                         help="evaluation seed sets (prompts + noises); scores are their mean with a 95%% interval")
     parser.add_argument("--no-t5", action="store_true", help="sample without the T5 text encoder")
     parser.add_argument("--json", default=None, help="write the scores to this JSON file")
+    from .t2i.run import add_generic_args
+
+    add_generic_args(parser)
 
 
 def _images_folder(folder: Path) -> tuple[np.ndarray, list[str]]:
@@ -193,6 +196,15 @@ def _table(rows: dict[str, dict]) -> str:
 
 def run(args) -> int:
     from ..shapes import parse_caption
+    from .t2i.run import check_no_generic_flags, run_generic
+
+    if args.metrics or args.config:
+        import argparse
+
+        parser = argparse.ArgumentParser()
+        add_args(parser)
+        return run_generic(args, {a.dest: a.default for a in parser._actions})
+    check_no_generic_flags(args)
 
     if args.images:
         from ..errors import DataError

@@ -99,8 +99,10 @@ def _renoise_step(setup: SamplingSetup, start: int, seed: int, n: int):
 
 @torch.no_grad()
 def generate_images(setup: SamplingSetup, prompts: Sequence[str], seed: int = 0, batch_size: int = 32,
-                    progress=None) -> tuple[np.ndarray, float]:
-    """Images ``(N, H, W, 3)`` uint8 for ``prompts`` and the mean seconds per image (denoising + decoding)."""
+                    progress=None, start: int = 0) -> tuple[np.ndarray, float]:
+    """Images ``(N, H, W, 3)`` uint8 for ``prompts`` and the mean seconds per image (denoising + decoding).
+    ``prompts[j]`` is evaluation image ``start + j`` of seed set ``seed`` (its noise), so a long list can be made in
+    pieces with the same result."""
     pipe = setup.pipe
     net = denoiser_of(pipe)
     device = net.device
@@ -115,9 +117,10 @@ def generate_images(setup: SamplingSetup, prompts: Sequence[str], seed: int = 0,
     starts = range(0, len(prompts), batch_size)
     for s in progress(starts) if progress else starts:
         chunk = list(prompts[s : s + batch_size])
-        noise = torch.stack([eval_noise(s + j, seed, shape) for j in range(len(chunk))]).to(device) * start_scale
+        noise = torch.stack([eval_noise(start + s + j, seed, shape) for j in range(len(chunk))])
+        noise = noise.to(device) * start_scale
         t0 = time.perf_counter()
-        step = _renoise_step(setup, s, seed, len(chunk))
+        step = _renoise_step(setup, start + s, seed, len(chunk))
         x0 = euler_solve(model, noise, setup.timesteps, text.encode(chunk), step=step)
         images = to_uint8(codec.decode(x0))
         seconds += time.perf_counter() - t0
