@@ -209,3 +209,24 @@ def test_eval_config_yaml_with_flags_winning(tiny_clip, tmp_path):
     assert len(result["settings"]["timesteps"]) == 3  # steps: 2 from the file
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump({**cfg, "metric": ["clip"]}))
     assert main(["eval", "--config", str(tmp_path / "bad.yaml")]) == 2
+
+
+def test_merge_chooses_the_ratio_by_clip_score_on_selection_seeds(tiny_clip, tmp_path):
+    from flashdistill.models.tiny import tiny_sd3_pipeline
+    from flashdistill.recipes.common import save_student
+
+    (tmp_path / "p.txt").write_text("a red circle\ntwo blue squares\na green cross\na cyan triangle\n")
+    for name, seed in (("low", 0), ("high", 1)):
+        pipe = tiny_sd3_pipeline(seed=0)
+        other = tiny_sd3_pipeline(seed=seed)
+        save_student(pipe, other.transformer, tmp_path / name, [1.0, 0.5, 0.0], {"max_sequence_length": 8})
+    out = tmp_path / "merged"
+    assert main(["merge", "--low", str(tmp_path / "low"), "--high", str(tmp_path / "high"), "--out", str(out),
+                 "--ratios", "0,1", "--metric", "clip", "--prompts", str(tmp_path / "p.txt"), "--clip-model",
+                 str(tiny_clip), "--selection-seeds", "5", "--report-seeds", "6"]) == 0
+    sweep = json.loads((out / "merge_sweep.json").read_text())
+    scores = [r["clip_score"] for r in sweep["rows"]]
+    assert sweep["metric"] == "clip" and all(s is not None for s in scores)
+    assert sweep["chosen"] == sweep["rows"][int(np.argmax(scores))]["ratio_low"]  # the higher CLIP score wins
+    assert sweep["report"]["seeds"] == [6] and sweep["report"]["clip_score"] >= 0
+    assert json.loads((out / "flashdistill.json").read_text())["merge_metric"] == "clip"

@@ -62,6 +62,10 @@ class Metric:
     def result(self) -> dict:
         raise NotImplementedError
 
+    def reset(self) -> None:
+        """Forget the generated images (a reference set is kept)."""
+        raise NotImplementedError
+
 
 def _to_tensor(images: np.ndarray, size: int | None = None) -> torch.Tensor:
     x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)  # uint8 (N, 3, H, W)
@@ -101,7 +105,8 @@ class FID(Metric):
                 raise ConfigError(f"--fid-inception {inception}: no such file (the InceptionV3 weights, e.g. "
                                   "pt_inception-2015-12-05-6726825d.pth)")
             try:
-                self.fid = FrechetInceptionDistance(feature=2048, feature_extractor_weights_path=str(inception))
+                self.fid = FrechetInceptionDistance(feature=2048, feature_extractor_weights_path=str(inception),
+                                                    reset_real_features=False)
             except ModuleNotFoundError as err:
                 raise ConfigError(f"--fid-inception needs torch-fidelity ({err}): pip install torch-fidelity") from None
             self.resize = resize or 299
@@ -109,7 +114,7 @@ class FID(Metric):
             net = _load_feature_net(features)
             self.resize = resize
             size = (3, resize, resize) if resize else (3, 64, 64)
-            self.fid = FrechetInceptionDistance(feature=net, input_img_size=size)
+            self.fid = FrechetInceptionDistance(feature=net, input_img_size=size, reset_real_features=False)
         self.fid = self.fid.to(device)
         self.device, self.batch_size, self.n_real, self.n_fake = torch.device(device), batch_size, 0, 0
         self._add_reference(reference)
@@ -134,6 +139,10 @@ class FID(Metric):
     def add(self, images, prompts) -> None:
         for s in range(0, len(images), self.batch_size):
             self._update(images[s : s + self.batch_size], real=False)
+
+    def reset(self) -> None:
+        self.fid.reset()  # reset_real_features=False: the reference statistics stay
+        self.n_fake = 0
 
     def result(self) -> dict:
         if self.n_fake < 2 or self.n_real < 2:
@@ -174,6 +183,9 @@ class CLIPScore(Metric):
 
     def add(self, images, prompts) -> None:
         self.values.extend(self.scores(images, prompts).tolist())
+
+    def reset(self) -> None:
+        self.values = []
 
     def result(self) -> dict:
         mean, lo, hi = bootstrap_mean(self.values)
