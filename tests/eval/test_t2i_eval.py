@@ -131,6 +131,13 @@ def test_clip_score_ranks_matching_captions_above_shuffled_ones(tiny_clip):
     judge.add(images, prompts)
     r = judge.result()
     assert r["clip_score_ci95"][0] < r["clip_score"] < r["clip_score_ci95"][1]
+    from flashdistill.eval.t2i.metrics import PickScore
+
+    pick = PickScore(tiny_clip)  # the same CLIP standing in for PickScore_v1: logit_scale · cos, no clamp
+    scale = float(pick.model.logit_scale.exp())
+    np.testing.assert_allclose(pick.scores(images[:8], prompts[:8]),
+                               scale * pick.cosines(images[:8], prompts[:8]).numpy(), rtol=1e-6)
+    assert pick.scores(images, prompts).mean() > pick.scores(images, prompts[1:] + prompts[:1]).mean()
 
 
 def test_prompt_files_txt_coco_geneval(tmp_path):

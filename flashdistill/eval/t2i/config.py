@@ -18,12 +18,14 @@ class T2IEvalConfig:
     model: str | None = None  # pipeline folder, LoRA folder, or sd3-nano / unet-nano / pixart-nano
     prompts: str | None = None  # one per line, COCO captions JSON, or GenEval metadata jsonl
     out: str | None = None  # run folder
-    metrics: list[str] = field(default_factory=lambda: ["fid", "clip"], metadata={"choices": ["fid", "clip"]})
+    metrics: list[str] = field(default_factory=lambda: ["fid", "clip"],
+                               metadata={"choices": ["fid", "clip", "pickscore"]})
     reference: str | None = None  # FID reference image folder
     fid_inception: str | None = None  # torch-fidelity InceptionV3 weights (local file)
     fid_features: str | None = None  # or a feature network saved with torch.export.save
     fid_resize: int | None = field(default=None, metadata={"min": 1})
     clip_model: str | None = None  # local transformers CLIP folder
+    pickscore_model: str | None = None  # local PickScore_v1 CLIP folder (with its processor)
     steps: int | None = field(default=None, metadata={"min": 1})
     guidance: float | None = field(default=None, metadata={"min": 0.0})
     seeds: list[int] = field(default_factory=lambda: [1])

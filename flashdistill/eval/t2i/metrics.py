@@ -11,6 +11,9 @@
   folder (torchmetrics' definition; computed here per image because the interval needs the per-image values), mean
   with a 95% bootstrap interval. ViT-B/32 for SD3.5-Flash's column, any CLIP (e.g. an OpenCLIP-G conversion) for
   Flash Diffusion's.
+* :class:`PickScore`: Kirstain et al.'s human-preference score, ``logit_scale · cos(image, text)`` with the
+  PickScore_v1 CLIP (a transformers ``CLIPModel`` folder with its processor), mean with a bootstrap interval.
+  ImageReward and HPSv2 need their own packages and model code and are not wired in.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import torch
 from ...config import ConfigError
 from ...errors import DataError
 
-__all__ = ["Metric", "FID", "CLIPScore", "bootstrap_mean", "read_image_folder"]
+__all__ = ["Metric", "FID", "CLIPScore", "PickScore", "bootstrap_mean", "read_image_folder"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
@@ -153,24 +156,25 @@ class FID(Metric):
 
 class CLIPScore(Metric):
     name = "clip_score"
+    flag = "--clip-model"
 
     def __init__(self, model_dir: str | Path, device: str | torch.device = "cpu"):
         from transformers import AutoProcessor, CLIPModel
 
         model_dir = Path(model_dir)
         if not (model_dir / "config.json").is_file():
-            raise ConfigError(f"--clip-model {model_dir}: no config.json there (a local transformers CLIP folder, "
+            raise ConfigError(f"{self.flag} {model_dir}: no config.json there (a local transformers CLIP folder, "
                               "e.g. openai/clip-vit-base-patch32 saved with save_pretrained)")
         try:
             self.model = CLIPModel.from_pretrained(model_dir).eval().to(device)
             self.processor = AutoProcessor.from_pretrained(model_dir)
         except (OSError, ValueError) as err:
-            raise ConfigError(f"--clip-model {model_dir}: not a loadable CLIP folder ({str(err)[:200]})") from None
+            raise ConfigError(f"{self.flag} {model_dir}: not a loadable CLIP folder ({str(err)[:200]})") from None
         self.device, self.values = torch.device(device), []
 
     @torch.no_grad()
-    def scores(self, images: np.ndarray, prompts: list[str]) -> np.ndarray:
-        """Per-image ``100 · max(cos, 0)`` of each image with its own prompt."""
+    def cosines(self, images: np.ndarray, prompts: list[str]) -> torch.Tensor:
+        """Cosine similarity of each image with its own prompt, ``(N,)``."""
         inputs = self.processor(text=list(prompts), images=list(images), return_tensors="pt", padding=True,
                                 truncation=True)
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
@@ -178,8 +182,11 @@ class CLIPScore(Metric):
         text = self.model.get_text_features(input_ids=inputs["input_ids"],
                                             attention_mask=inputs.get("attention_mask"))
         image, text = (getattr(f, "pooler_output", f) for f in (image, text))
-        cos = torch.nn.functional.cosine_similarity(image.float(), text.float(), dim=-1)
-        return (100 * cos.clamp(min=0)).cpu().numpy()
+        return torch.nn.functional.cosine_similarity(image.float(), text.float(), dim=-1)
+
+    def scores(self, images: np.ndarray, prompts: list[str]) -> np.ndarray:
+        """Per-image ``100 · max(cos, 0)`` of each image with its own prompt."""
+        return (100 * self.cosines(images, prompts).clamp(min=0)).cpu().numpy()
 
     def add(self, images, prompts) -> None:
         self.values.extend(self.scores(images, prompts).tolist())
@@ -190,3 +197,17 @@ class CLIPScore(Metric):
     def result(self) -> dict:
         mean, lo, hi = bootstrap_mean(self.values)
         return {"clip_score": mean, "clip_score_ci95": [lo, hi], "n": len(self.values)}
+
+
+class PickScore(CLIPScore):
+    name = "pickscore"
+    flag = "--pickscore-model"
+
+    def scores(self, images: np.ndarray, prompts: list[str]) -> np.ndarray:
+        """Per-image ``logit_scale · cos``, the PickScore reward (comparable across images of one prompt)."""
+        scale = float(self.model.logit_scale.exp())
+        return (scale * self.cosines(images, prompts)).cpu().numpy()
+
+    def result(self) -> dict:
+        mean, lo, hi = bootstrap_mean(self.values)
+        return {"pickscore": mean, "pickscore_ci95": [lo, hi], "n": len(self.values)}

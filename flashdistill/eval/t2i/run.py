@@ -28,7 +28,8 @@ SETTINGS = "eval_settings.json"
 def add_generic_args(parser) -> None:
     g = parser.add_argument_group("any text-to-image model (--metrics)")
     g.add_argument("--config", default=None, help="a YAML of these settings (configs/eval/coco_fid_clip.yaml)")
-    g.add_argument("--metrics", default=None, help="comma list of fid, clip: judge with these instead of ShapesEval")
+    g.add_argument("--metrics", default=None, help="comma list of fid, clip, pickscore: judge with these instead of "
+                   "ShapesEval")
     g.add_argument("--prompts", default=None, help="prompt file: one per line, COCO captions JSON, or GenEval jsonl")
     g.add_argument("--out", default=None, help="run folder: images, eval_settings.json, results.md/.json, grid.png")
     g.add_argument("--reference", default=None, help="FID: folder of reference images (e.g. COCO val)")
@@ -36,6 +37,7 @@ def add_generic_args(parser) -> None:
     g.add_argument("--fid-features", default=None, help="FID: or a TorchScript feature network, uint8 NCHW -> (N, D)")
     g.add_argument("--fid-resize", type=int, default=None, help="FID: resize images to this side first")
     g.add_argument("--clip-model", default=None, help="CLIP score: local transformers CLIP folder (ViT-B/32, ...)")
+    g.add_argument("--pickscore-model", default=None, help="PickScore: local PickScore_v1 CLIP folder + processor")
     g.add_argument("--batch-size", type=int, default=16, help="images per generation batch")
     g.add_argument("--resolution", type=int, default=None, help="image side (default: the model folder's)")
     g.add_argument("--samples-per-prompt", type=int, default=1, help="images per prompt and seed set (GenEval: 4)")
@@ -50,9 +52,11 @@ def image_path(root: Path, layout: str, seed: int, k: int, j: int, spp: int) -> 
 
 
 def _check_args(args, metrics: list[str]) -> None:
-    unknown = [m for m in metrics if m not in ("fid", "clip")]
+    unknown = [m for m in metrics if m not in ("fid", "clip", "pickscore")]
     if unknown or not metrics:
-        raise ConfigError(f"--metrics {args.metrics}: choose from fid, clip")
+        raise ConfigError(f"--metrics {args.metrics}: choose from fid, clip, pickscore")
+    if "pickscore" in metrics and not args.pickscore_model:
+        raise ConfigError("--metrics pickscore needs --pickscore-model <local PickScore_v1 folder>")
     if "fid" in metrics and not args.reference:
         raise ConfigError("--metrics fid needs --reference <folder of reference images>")
     if "clip" in metrics and not args.clip_model:
@@ -67,13 +71,15 @@ def _check_args(args, metrics: list[str]) -> None:
 
 
 def _metrics(args, metrics: list[str], device):
-    from .metrics import FID, CLIPScore
+    from .metrics import FID, CLIPScore, PickScore
 
     out = []
     if "fid" in metrics:
         out.append(FID(args.reference, args.fid_inception, args.fid_features, device, resize=args.fid_resize))
     if "clip" in metrics:
         out.append(CLIPScore(args.clip_model, device))
+    if "pickscore" in metrics:
+        out.append(PickScore(args.pickscore_model, device))
     return out
 
 
@@ -198,9 +204,10 @@ def _markdown(result: dict, args) -> str:
     rows = [("images", result["n_images"])]
     if "fid" in result:
         rows.append(("FID (whole set; no interval)", f"{result['fid']:.2f} ({result['n_reference']} reference)"))
-    if "clip_score" in result:
-        lo, hi = result["clip_score_ci95"]
-        rows.append(("CLIP score [95% CI]", f"{result['clip_score']:.2f} [{lo:.2f}, {hi:.2f}]"))
+    for key, label in (("clip_score", "CLIP score"), ("pickscore", "PickScore")):
+        if key in result:
+            lo, hi = result[f"{key}_ci95"]
+            rows.append((f"{label} [95% CI]", f"{result[key]:.2f} [{lo:.2f}, {hi:.2f}]"))
     cmd = "flashdistill eval " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
                                           if v not in (None, False) and k not in ("_run", "command", "json", "config")
                                           and not (k == "n_per_category" and v == 16))
@@ -209,8 +216,8 @@ def _markdown(result: dict, args) -> str:
 
 def check_no_generic_flags(args) -> None:
     """ShapesEval mode: refuse the generic flags by name (they would be ignored)."""
-    flags = ("config", "prompts", "out", "reference", "fid_inception", "fid_features", "clip_model", "resolution",
-             "limit")
+    flags = ("config", "prompts", "out", "reference", "fid_inception", "fid_features", "clip_model", "pickscore_model",
+             "resolution", "limit")
     given = [f for f in flags if getattr(args, f, None) is not None]
     if given:
         raise ConfigError(f"--{given[0].replace('_', '-')}: used with --metrics fid,clip (judging any model); "
