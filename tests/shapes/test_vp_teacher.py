@@ -83,3 +83,18 @@ def test_eval_judges_the_vp_teacher_and_sd35_flash_refuses_it(trained, tmp_path,
                  f"train.run_dir={tmp_path / 'run'}", "train.max_steps=1"])
     err = capsys.readouterr().err
     assert code == 2 and str(out) in err and "rectified-flow" in err
+
+
+def test_training_draws_name_their_device(tmp_path):
+    """Every random draw of the VP teacher loop is made on its generator's device (CUDA-safe), checked on CPU."""
+    from devicecheck import StrictRandomDevices
+
+    from flashdistill.config import from_dict
+    from flashdistill.shapes.vp_teacher import VPTeacherConfig, train
+
+    cfg = from_dict(VPTeacherConfig, {"backbone": "unet", "pool_size": 64, "batch_size": 4, "out": str(tmp_path / "o"),
+                                      "train": {"run_dir": str(tmp_path / "r"), "max_steps": 1,
+                                                "log": {"progress_bar": False, "tensorboard": False}}})
+    with StrictRandomDevices() as mode:
+        train(cfg)
+    assert mode.checked >= 3
