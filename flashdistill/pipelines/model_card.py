@@ -63,12 +63,15 @@ def _code(folder_name: str, info: dict) -> str:
 
 
 def _table(info: dict) -> list[str]:
+    grid = ("timesteps", info["timesteps"]) if "timesteps" in info else ("sigmas", info.get("sigmas"))
     rows = [("steps", info.get("num_inference_steps", len(info.get("sigmas") or []) or "–")),
-            ("sigmas", info.get("sigmas")), ("guidance scale", info.get("guidance_scale", 1.0)),
-            ("resolution", info.get("resolution", "the base model's")),
-            ("T5 tokens (max_sequence_length)", info.get("max_sequence_length", 256))]
+            grid, ("guidance scale", info.get("guidance_scale", 1.0)),
+            ("resolution", info.get("resolution", "the base model's"))]
+    if info.get("backbone", "sd3") in ("sd3", "pixart"):  # the families with a T5 encoder
+        rows.append(("T5 tokens (max_sequence_length)", info.get("max_sequence_length", 256)))
     if info.get("sampler"):
-        rows.append(("sampler", info["sampler"]))
+        rows.append(("sampler", info["sampler"] + (f" ({info['scheduler_class']})" if info.get("scheduler_class")
+                                                   else "")))
     export = info.get("export") or {}
     if export:
         rows += [("T5 text encoder", "dropped (zeros in its slice)" if export.get("no_t5") else "kept"),
@@ -101,7 +104,8 @@ def write_model_card(folder: str | Path, pipe=None, eval_table: str | None = Non
     title = f"# {name}: a {steps}-step student" + (f" of `{base}`" if base else "")
     stage = f", stage `{info['stage']}`" if info.get("stage") else ""
     body = [title, "", f"Distilled with flashdistill by the {PAPERS.get(recipe, recipe)} recipe{stage}"
-            ". Run it with its own sigmas and without classifier-free guidance:", "", "```python",
+            f". Run it with its own {'timesteps' if 'timesteps' in info else 'sigmas'} and without classifier-free "
+            "guidance:", "", "```python",
             _code(name, info), "```", "", *_table(info)]
     if (folder / SAMPLE_FILE).is_file():
         body += ["", f"![samples]({SAMPLE_FILE})", "", "Prompts: " + "; ".join(SAMPLE_PROMPTS) + "."]

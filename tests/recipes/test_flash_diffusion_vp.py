@@ -57,7 +57,11 @@ def test_vp_recipe_runs_every_phase_on_the_ddpm_index_grid(vp_student):
     assert info["timesteps"] == [999, 749, 499, 249] and info["backbone"] == backbone
     assert info["scheduler_class"] == "LCMScheduler" and info["guidance_scale"] == 1.0
     assert len(info["flow_grid"]) == 5 and info["flow_grid"][-1] == 0.0 and 0.8 < info["flow_grid"][0] < 1.0
-    assert (root / "lora" / "README.md").is_file() and (root / "lora" / "sample.png").is_file()
+    card = (root / "lora" / "README.md").read_text()
+    assert (root / "lora" / "sample.png").is_file() and "| timesteps | [999, 749, 499, 249] |" in card
+    stock = {"unet": "StableDiffusionPipeline", "sdxl": "StableDiffusionXLPipeline", "pixart": "PeftModel"}[backbone]
+    assert stock in card and "LCMScheduler.from_config" in card and "timesteps=[999, 749, 499, 249]" in card
+    assert ("T5 tokens" in card) == (backbone == "pixart")
 
 
 def test_stock_lora_load_reproduces_the_recipe_sampler(vp_student):
@@ -128,3 +132,17 @@ def test_merge_lora_writes_a_plain_pipeline_that_equals_the_lora(vp_student, tmp
     outs = [p(["a red circle"], timesteps=[999, 749, 499, 249], guidance_scale=1.0, latents=latents.clone(),
               generator=torch.Generator().manual_seed(2), output_type="latent", **kw).images for p in (merged, lora)]
     torch.testing.assert_close(outs[0], outs[1], rtol=1e-4, atol=1e-4)
+
+
+def test_model_card_code_runs_as_written(vp_student, monkeypatch):
+    """The card's diffusers lines, executed (fp32 on the CPU here): stock classes only, the student's settings."""
+    import re
+
+    _, root = vp_student
+    card = (root / "lora" / "README.md").read_text()
+    code = re.search(r"```python\n(.*?)```", card, re.S).group(1)
+    code = code.replace("torch.float16", "torch.float32").replace("torch.bfloat16", "torch.float32")
+    monkeypatch.chdir(root)  # the card names the folder as "lora" (its own name)
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 - the card's own code is what is under test
+    assert scope["image"].size == (32, 32)
