@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import torch
 
 from ..types import Conditioning
+from .prompt_encoder import PromptEncoder
 
 __all__ = ["KINDS", "kind_of", "denoiser_of", "adapter_for", "TextEncoder", "text_encoder_for", "is_vp"]
 
@@ -56,17 +57,13 @@ def adapter_for(pipe, net: torch.nn.Module | None = None) -> torch.nn.Module:
     return PixArtAdapter.from_scheduler(net, pipe.scheduler, vae_scale_factor=pipe.vae_scale_factor)
 
 
-class TextEncoder:
+class TextEncoder(PromptEncoder):
     """Prompt encoding of a UNet or PixArt pipeline, identical to its ``encode_prompt``: CLIP's last hidden state
     (SD1.5); both CLIPs' penultimate states and the pooled vector (SDXL); or T5 tokens with their attention mask in
     ``extra["attention_mask"]`` (PixArt)."""
 
     def __init__(self, pipe, max_sequence_length: int = 120):
-        self.pipe, self.max_sequence_length = pipe, max_sequence_length
-
-    @property
-    def device(self) -> torch.device:
-        return self.pipe.text_encoder.device
+        super().__init__(pipe, max_sequence_length)
 
     @torch.no_grad()
     def encode(self, prompts: Sequence[str]) -> Conditioning:
@@ -86,7 +83,7 @@ class TextEncoder:
     def null(self, batch_size: int = 1) -> Conditioning:
         """The unconditional conditioning the stock pipeline uses without a negative prompt: the empty prompt, or
         zeros for SDXL folders with ``force_zeros_for_empty_prompt`` (the SDXL default)."""
-        empty = self.encode([""] * batch_size)
+        empty = super().null(batch_size)
         if getattr(self.pipe.config, "force_zeros_for_empty_prompt", False):
             return Conditioning(torch.zeros_like(empty.prompt_embeds), torch.zeros_like(empty.pooled))
         return empty

@@ -16,6 +16,7 @@ from torch import nn
 
 from ..types import Conditioning
 from .conv_disc import tokens_to_map
+from .prompt_encoder import PromptEncoder
 from .taps import FeatureTap
 
 __all__ = ["SD3Adapter", "SD3TextEncoder", "image_tokens"]
@@ -99,7 +100,7 @@ class SD3Adapter(nn.Module):
         return v, tap.result()
 
 
-class SD3TextEncoder:
+class SD3TextEncoder(PromptEncoder):
     """Prompt encoding for an SD3 pipeline, identical to ``StableDiffusion3Pipeline.encode_prompt``.
 
     ``max_sequence_length`` is the T5 token length; it changes the transformer's output, so a student must be
@@ -108,11 +109,7 @@ class SD3TextEncoder:
     """
 
     def __init__(self, pipe, max_sequence_length: int = 32):
-        self.pipe, self.max_sequence_length = pipe, max_sequence_length
-
-    @property
-    def device(self) -> torch.device:
-        return self.pipe.text_encoder.device
+        super().__init__(pipe, max_sequence_length)
 
     @torch.no_grad()
     def encode(self, prompts: Sequence[str]) -> Conditioning:
@@ -121,10 +118,6 @@ class SD3TextEncoder:
             do_classifier_free_guidance=False, max_sequence_length=self.max_sequence_length,
         )
         return Conditioning(prompt_embeds, pooled)
-
-    def null(self, batch_size: int = 1) -> Conditioning:
-        """The unconditional conditioning (the empty prompt, as diffusers' default negative prompt)."""
-        return self.encode([""] * batch_size)
 
     def encode_with_dropout(self, prompts: Sequence[str], p_drop: Sequence[float] = (0.0, 0.0, 0.0),
                             generator: torch.Generator | None = None) -> Conditioning:

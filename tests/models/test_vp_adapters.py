@@ -46,12 +46,18 @@ def test_flow_to_vp_matches_unit_variance_path():
     assert abs(float(alpha**2 + sigma**2) - 1) < 1e-12
 
 
-@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
-def test_tiny_unet_adapter_runs_and_taps_mid_block(prediction_type):
+def _tiny_unet_case(prediction_type):
+    """A tiny UNet, its scheduler, its adapter, a latent batch and a conditioning."""
     unet, scheduler = tiny_unet(prediction_type)
     model = UNetAdapter.from_scheduler(unet.eval(), scheduler)
     x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     cond = Conditioning(torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(1)))
+    return unet, scheduler, model, x, cond
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_tiny_unet_adapter_runs_and_taps_mid_block(prediction_type):
+    _, _, model, x, cond = _tiny_unet_case(prediction_type)
     with torch.no_grad():
         v = model(x, torch.tensor([0.9, 0.2]), cond)
         feats = model.features(x, torch.tensor([0.9, 0.2]), cond)
@@ -71,3 +77,18 @@ def test_tiny_pixart_adapter_runs_and_taps_blocks():
     assert [f.shape for f in feats] == [(2, 16, 16)] * 2
     with pytest.raises(ValueError):
         model.features(x, torch.tensor([0.9, 0.2]), cond, blocks=[3])
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_t_one_is_finite_and_is_the_last_index_prediction(prediction_type):
+    unet, scheduler, model, x, cond = _tiny_unet_case(prediction_type)
+    with torch.no_grad():
+        v = model(x, torch.ones(2), cond)
+        out = unet(x, torch.full((2,), 999.0), encoder_hidden_states=cond.prompt_embeds).sample
+    assert torch.isfinite(v).all()
+    a, s = scheduler.alphas_cumprod[999].sqrt(), (1 - scheduler.alphas_cumprod[999]).sqrt()
+    x0_999 = (x - s * out) / a if prediction_type == "epsilon" else a * x - s * out  # the stock step's x0
+    torch.testing.assert_close(x - v, x0_999, rtol=1e-4, atol=1e-4)  # x0 = x_t - t·v at t = 1
+    with torch.no_grad():  # beyond either end of the schedule: finite, not index-clamped nonsense
+        for t in (0.0, 1e-4, 0.97, 0.999):
+            assert torch.isfinite(model(x, torch.full((2,), t), cond)).all()
