@@ -1,0 +1,143 @@
+"""Regenerate docs/results/flash_diffusion_backbones.md + .json: Flash Diffusion on every backbone of the Shapes world.
+
+    .venv/bin/python benchmarks/flash_diffusion_backbones.py [--backbones sd3,unet,pixart] [--iters 600]
+        [--teacher unet=runs/unet_ck ...]
+
+For each backbone (SD3-nano: MM-DiT, rectified flow; UNet-nano: a StableDiffusionPipeline; PixArt-nano: a
+PixArtAlphaPipeline) the same real Shapes pairs are encoded by that teacher, a LoRA student is trained with its
+shipped config (configs/flash_diffusion/{nano,unet_nano,pixart_nano}.yaml) for the same number of iterations, and
+the teacher at 50 steps with CFG, its 4- and 2-step sampler (Euler on its own grid: the flow sigmas, or a VP
+teacher's trailing DDIM timesteps) and the student at 4, 2 and 1 steps are judged on the same prompts and noises.
+Also reported: trainable parameters and their fraction, seconds per iteration. Trained folders are reused, so an
+interrupted run resumes. ``--teacher NAME=FOLDER`` replaces a shipped teacher (e.g. an exported checkpoint).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import yaml
+from flash_diffusion_nano import FD, ROOT, seconds_per_iteration, sh
+
+CFG = ROOT / "configs" / "flash_diffusion"
+# backbone -> (shipped teacher name, recipe config, data config)
+BACKBONES = {"sd3": ("sd3-nano", "nano.yaml", "nano_data.yaml"),
+             "unet": ("unet-nano", "unet_nano.yaml", "unet_nano_data.yaml"),
+             "pixart": ("pixart-nano", "pixart_nano.yaml", "pixart_nano_data.yaml")}
+
+
+def prepare(w: Path, bb: str, teacher: str, images: Path, iters: int) -> Path:
+    """Encode the pairs with this teacher and train its LoRA student (skipped when they exist)."""
+    _, config, data_config = BACKBONES[bb]
+    data, out = w / bb / "data", w / bb / "student"
+    if not (data / "index.json").exists():
+        sh(FD + ["generate-data", "--config", CFG / data_config, "--images", images, "--out", data,
+                 f"model={teacher}"])
+    if (out / "flashdistill.json").exists():
+        return out
+    cfg = yaml.safe_load((CFG / config).read_text())
+    cfg.update(teacher=teacher, data=str(data), out=str(out), phase_every=-(-iters // 4))
+    cfg["train"] = {**cfg["train"], "run_dir": str(w / bb / "run"), "max_steps": iters, "overwrite": True,
+                    "log": {"progress_bar": False, "every": 5}}
+    path = w / bb / "student.yaml"
+    path.write_text(f"# flashdistill distill --config {path}\n" + yaml.safe_dump(cfg, sort_keys=False))
+    cost = sh(FD + ["distill", "--config", path])
+    (w / bb / "cost.json").write_text(json.dumps(cost) + "\n")
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--backbones", default="sd3,unet,pixart", help="comma list of " + ", ".join(BACKBONES))
+    ap.add_argument("--teacher", action="append", default=[], help="NAME=FOLDER: another teacher for a backbone")
+    ap.add_argument("--work", default="runs/flash_diffusion_backbones")
+    ap.add_argument("--iters", type=int, default=600, help="iterations of every student")
+    ap.add_argument("--images", type=int, default=2048, help="real Shapes pairs to train on")
+    ap.add_argument("--n-per-category", type=int, default=16)
+    ap.add_argument("--seeds", default="1,2,3,4", help="evaluation seed sets")
+    ap.add_argument("--results", default="docs/results")
+    ap.add_argument("--train-only", action="store_true")
+    args = ap.parse_args()
+    backbones = [b for b in args.backbones.split(",") if b]
+    if any(b not in BACKBONES for b in backbones):
+        ap.error(f"--backbones {args.backbones}: choose from {', '.join(BACKBONES)}")
+    teachers = {b: BACKBONES[b][0] for b in backbones}
+    for item in args.teacher:
+        name, _, folder = item.partition("=")
+        if name not in BACKBONES or not folder:
+            ap.error(f"--teacher {item}: expected NAME=FOLDER with NAME one of {', '.join(BACKBONES)}")
+        teachers[name] = str(Path(folder).resolve())
+    w = ROOT / args.work
+    images = w / "images"
+    if not (images / "captions.jsonl").exists():
+        sh(FD + ["shapes-prompts", "--images", images, "--n", args.images])
+    students = {b: prepare(w, b, teachers[b], images, args.iters) for b in backbones}
+    if args.train_only:
+        return 0
+    return report(args, w, teachers, students)
+
+
+def report(args, w: Path, teachers: dict, students: dict) -> int:
+    from flashdistill.demo import comparison_grid
+    from flashdistill.eval.model_eval import evaluate_seeds, scores_json
+    from flashdistill.eval.protocol import format_fd, format_score, parse_seeds, summary_row
+    from flashdistill.pipelines.folders import guidance_of, read_run_settings, resolve_model
+
+    seeds = parse_seeds(args.seeds)
+    out = ROOT / args.results
+    out.mkdir(parents=True, exist_ok=True)
+    summary, results, lines, costs = {}, {}, [], {}
+    head = "| backbone | model | ShapesEval [95% CI] | held-out [95% CI] | FD [95% CI] | ms/img |"
+    lines += [head, "|---|---|---|---|---|---|"]
+    for bb, student in students.items():
+        teacher = resolve_model(teachers[bb])
+        g = guidance_of(read_run_settings(teacher))
+        rows = {"teacher_50": (f"teacher, 50 steps, CFG {g:g}", teacher, 50, None),
+                "teacher_euler_4": (f"teacher, 4 steps (its own sampler), CFG {g:g}", teacher, 4, None),
+                "teacher_euler_2": (f"teacher, 2 steps (its own sampler), CFG {g:g}", teacher, 2, None),
+                "student_4": ("LoRA student, 4 steps", student, None, None),
+                "student_2": ("LoRA student, 2 steps", student, 2, 1.0),
+                "student_1": ("LoRA student, 1 step", student, 1, 1.0)}
+        summary[bb], pictures = {}, {}
+        for key, (label, folder, steps, guidance) in rows.items():
+            print(f"= {bb}: evaluating {label} on seed sets {seeds}", flush=True)
+            res = evaluate_seeds(folder, seeds, args.n_per_category, steps=steps, guidance=guidance)
+            pictures[label] = res.pop("images")
+            results[f"{bb}: {label}"] = res
+            summary[bb][key] = {"label": label, **summary_row(res)}
+            lines.append(f"| {bb} | {label} | {format_score(res['train'])} | {format_score(res['heldout'])} | "
+                         f"{format_fd(res['train'])} | {res['seconds_per_image'] * 1000:.1f} |")
+        comparison_grid(pictures, out / f"flash_diffusion_backbones_{bb}.png", n=10)
+        info = json.loads((student / "flashdistill.json").read_text())
+        run_dir = w / bb / "run"
+        costs[bb] = {"parameters": info.get("parameters", {}), "teacher": str(teacher),
+                     "seconds_per_iteration": seconds_per_iteration(run_dir) if run_dir.exists() else None}
+    params = ["| backbone | teacher | trainable parameters | of the teacher's | fraction | s / iteration |",
+              "|---|---|---|---|---|---|"]
+    for bb, c in costs.items():
+        p, spi = c["parameters"], c["seconds_per_iteration"]
+        params.append(f"| {bb} | `{Path(c['teacher']).name}` | {p.get('trainable', 0):,} | {p.get('total', 0):,} | "
+                      f"{100 * p.get('trainable', 0) / max(p.get('total', 1), 1):.1f}% | "
+                      f"{'–' if spi is None else f'{spi:.2f}'} |")
+    cmd = "python benchmarks/flash_diffusion_backbones.py " + " ".join(sys.argv[1:])
+    text = (f"# Flash Diffusion on every backbone of the Shapes world\n\nRegenerate: `{cmd}` (every student: "
+            f"{args.iters} iterations on the same real Shapes pairs, its backbone's shipped config). Scores are means "
+            f"over evaluation seed sets {seeds} ({args.n_per_category} prompts per category each; the same prompts "
+            "and noises for every model, never a training sample's noise) with 95% bootstrap intervals (FD: "
+            "Student-t over the sets). A VP teacher's few-step baseline is its own DDIM on the trailing timesteps; "
+            "SD3-nano's is Euler on its shifted sigmas.\n\n" + "\n".join(lines) + "\n\n" + "\n".join(params) + "\n\n"
+            + "\n".join(f"![{bb}](flash_diffusion_backbones_{bb}.png)" for bb in students) + "\n")
+    (out / "flash_diffusion_backbones.md").write_text(text)
+    (out / "flash_diffusion_backbones.json").write_text(json.dumps({
+        "summary": summary, "costs": costs, "protocol": {"seeds": seeds, "n_per_category": args.n_per_category,
+                                                         "iterations": args.iters, "command": cmd},
+        "results": json.loads(scores_json(results))}, indent=2) + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
