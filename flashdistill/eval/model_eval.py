@@ -159,26 +159,6 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     add_generic_args(parser)
 
 
-def _images_folder(folder: Path) -> tuple[np.ndarray, list[str]]:
-    from PIL import Image
-
-    captions = folder / "captions.jsonl"
-    if not captions.is_file():
-        raise FileNotFoundError(f"{captions}: needed to judge a folder of images (lines of {{file, prompt}})")
-    images, prompts = [], []
-    for n, line in enumerate(captions.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        item = json.loads(line)
-        path = folder / item["file"]
-        try:
-            images.append(np.asarray(Image.open(path).convert("RGB")))
-        except OSError as err:
-            raise FileNotFoundError(f"{captions}:{n}: cannot read image {path} ({err})") from err
-        prompts.append((n, item["prompt"]))
-    return np.stack(images), prompts
-
-
 def _table(rows: dict[str, dict]) -> str:
     """Rows of :func:`~flashdistill.eval.protocol.evaluate_seeds` splits (or single image-folder scores)."""
     from ..shapes import CATEGORIES
@@ -208,9 +188,10 @@ def run(args) -> int:
 
     if args.images:
         from ..errors import DataError
+        from .image_folder import read_captioned_images
 
         captions = Path(args.images) / "captions.jsonl"
-        images, numbered = _images_folder(Path(args.images))
+        images, numbered = read_captioned_images(Path(args.images))
         specs = []
         for n, prompt in numbered:
             try:

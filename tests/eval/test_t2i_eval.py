@@ -62,7 +62,7 @@ def _write_folder(folder, images):
 
 def test_fid_is_zero_on_itself_grows_with_noise_and_equals_a_reference_computation(feature_net, tmp_path):
     from flashdistill.eval.fd import frechet_distance
-    from flashdistill.eval.t2i.metrics import FID
+    from flashdistill.eval.t2i.fid import FID
 
     real, _ = _shapes(96, seed=0)
     ref = _write_folder(tmp_path / "ref", real)
@@ -120,7 +120,7 @@ def tiny_clip(tmp_path_factory):
 
 
 def test_clip_score_ranks_matching_captions_above_shuffled_ones(tiny_clip):
-    from flashdistill.eval.t2i.metrics import CLIPScore
+    from flashdistill.eval.t2i.clip_score import CLIPScore
 
     images, prompts = _shapes(128, seed=9)  # unseen scenes
     judge = CLIPScore(tiny_clip)
@@ -131,7 +131,7 @@ def test_clip_score_ranks_matching_captions_above_shuffled_ones(tiny_clip):
     judge.add(images, prompts)
     r = judge.result()
     assert r["clip_score_ci95"][0] < r["clip_score"] < r["clip_score_ci95"][1]
-    from flashdistill.eval.t2i.metrics import PickScore
+    from flashdistill.eval.t2i.clip_score import PickScore
 
     pick = PickScore(tiny_clip)  # the same CLIP standing in for PickScore_v1: logit_scale · cos, no clamp
     scale = float(pick.model.logit_scale.exp())
@@ -197,7 +197,7 @@ def test_generic_flags_are_refused_without_metrics_and_missing_weights_are_named
                  "--clip-model", str(tmp_path / "no_clip")]) == 2
     assert str(tmp_path / "no_clip") in capsys.readouterr().err
     with pytest.raises(ConfigError, match="--fid-features"):
-        from flashdistill.eval.t2i.metrics import FID
+        from flashdistill.eval.t2i.fid import FID
 
         FID(tmp_path, features=str(tmp_path / "missing.pt"))
 

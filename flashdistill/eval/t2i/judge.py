@@ -16,7 +16,8 @@ class MetricJudge:
                  reference: str | None = None, fid_inception: str | None = None, fid_features: str | None = None,
                  batch_size: int = 16, device: str = "cpu"):
         from ...config import ConfigError
-        from .metrics import FID, CLIPScore
+        from .clip_score import CLIPScore
+        from .fid import FID
         from .prompts import read_eval_prompts
 
         if metric not in HIGHER_IS_BETTER:

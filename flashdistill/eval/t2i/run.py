@@ -71,7 +71,8 @@ def _check_args(args, metrics: list[str]) -> None:
 
 
 def _metrics(args, metrics: list[str], device):
-    from .metrics import FID, CLIPScore, PickScore
+    from .clip_score import CLIPScore, PickScore
+    from .fid import FID
 
     out = []
     if "fid" in metrics:
@@ -166,11 +167,11 @@ def run_generic(args, parser_defaults: dict | None = None) -> int:
     _check_args(args, metrics)
     root = Path(args.out)
     if args.images:  # an existing folder of images with captions.jsonl
-        from ..model_eval import _images_folder
+        from ..image_folder import read_captioned_images
 
         if args.prompts or args.model:
             raise ConfigError("--images: the prompts come from its captions.jsonl; drop --prompts / --model")
-        images, numbered = _images_folder(Path(args.images))
+        images, numbered = read_captioned_images(Path(args.images))
         groups = [(images, [p for _, p in numbered])]
         settings, device, paths = {"images": str(Path(args.images).resolve())}, "cpu", []
     else:
