@@ -1,5 +1,6 @@
 """Metrics over generated images, each its own module behind one small interface (:class:`Metric`):
-``add(images, prompts)`` with uint8 images ``(N, H, W, 3)``, then ``result()`` -> a dict of numbers. Weights are local paths; nothing is downloaded.
+``add(images, prompts)`` with uint8 images ``(N, H, W, 3)``, then ``result()`` -> a dict of numbers. Weights are
+local paths; nothing is downloaded.
 
 * :class:`FID`: torchmetrics' ``FrechetInceptionDistance`` (the field's standard implementation, the same maths as
   torch-fidelity / clean-fid on the same features) against a reference image folder. Features: the standard
