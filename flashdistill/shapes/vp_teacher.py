@@ -46,6 +46,9 @@ class VPTeacherConfig:
     max_sequence_length: int = field(default=16, metadata={"min": 1})  # T5 tokens (PixArt)
     ema_half_life: float = field(default=150.0, metadata={"min": 1.0})  # EMA half-life in steps (exported)
     guidance_scale: float = field(default=4.0, metadata={"min": 1.0})  # CFG of the sample grids; exported default
+    # dtype of the exported denoiser weights: float16 halves the shipped bytes; stock from_pretrained still loads
+    # them as float32 unless told otherwise
+    export_dtype: str = field(default="float32", metadata={"choices": ["float32", "float16", "bfloat16"]})
     sample_steps: int = field(default=25, metadata={"min": 1})  # steps of the periodic sample grids
     sample_prompts: list[str] = field(default_factory=lambda: [
         "a red circle", "two blue squares", "a green triangle above a yellow cross",
@@ -158,8 +161,14 @@ def sample_stock(pipe, prompts, steps: int, guidance: float, max_sequence_length
 
 def export(pipe, cfg: VPTeacherConfig) -> Path:
     """Write the pipeline folder and its ``flashdistill.json`` (50 steps, the CFG scale, T5 length)."""
+    import copy
+
     out = cfg.out_dir()
-    pipe.save_pretrained(out)
+    net = denoiser_of(pipe)
+    if cfg.export_dtype != "float32":  # a cast copy: the training model is untouched
+        net = copy.deepcopy(net).to(getattr(torch, cfg.export_dtype))
+    name = "unet" if hasattr(pipe, "unet") else "transformer"
+    type(pipe)(**{**pipe.components, name: net}).save_pretrained(out)
     settings = {"kind": "teacher", "backbone": cfg.backbone, "num_inference_steps": 50,
                 "guidance_scale": cfg.guidance_scale, "max_sequence_length": cfg.max_sequence_length,
                 "resolution": pipe.vae.config.sample_size}

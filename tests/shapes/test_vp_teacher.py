@@ -98,3 +98,24 @@ def test_training_draws_name_their_device(tmp_path):
     with StrictRandomDevices() as mode:
         train(cfg)
     assert mode.checked >= 3
+
+
+def test_fp16_export_halves_the_denoiser_and_loads_as_fp32(tmp_path):
+    from safetensors import safe_open
+
+    from flashdistill.shapes.vp_nano import build_vp_nano_pipeline
+    from flashdistill.shapes.vp_teacher import VPTeacherConfig, denoiser_of, export
+
+    pipe = build_vp_nano_pipeline("unet", seed=0)
+    sizes = {}
+    for dtype in ("float32", "float16"):
+        out = export(pipe, VPTeacherConfig(out=str(tmp_path / dtype), export_dtype=dtype))
+        sizes[dtype] = (out / "unet" / "diffusion_pytorch_model.safetensors").stat().st_size
+    assert sizes["float16"] < 0.55 * sizes["float32"]
+    assert denoiser_of(pipe).dtype == torch.float32  # the model being trained is untouched
+    with safe_open(str(tmp_path / "float16" / "unet" / "diffusion_pytorch_model.safetensors"), "pt") as f:
+        assert f.get_tensor(next(iter(f.keys()))).dtype == torch.float16
+    from diffusers import StableDiffusionPipeline
+
+    loaded = StableDiffusionPipeline.from_pretrained(tmp_path / "float16")  # stock, no dtype given
+    assert loaded.unet.dtype == torch.float32
