@@ -17,7 +17,7 @@ def run(args) -> int:
     import torch
 
     for pkg in ("flashdistill", "torch", "diffusers", "transformers", "peft", "accelerate", "safetensors",
-                "torchao"):
+                "torchao", "torchmetrics"):
         try:
             print(f"{pkg:14s} {md.version(pkg)}")
         except md.PackageNotFoundError:
