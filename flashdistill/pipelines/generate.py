@@ -58,8 +58,8 @@ def load_setup(folder: str | Path, steps: int | None = None, guidance: float | N
         timesteps = [float(t) for t in settings["flow_grid"]]
     elif steps is None and "sigmas" in settings:
         timesteps = list(settings["sigmas"]) + [0.0]
-    elif "timesteps" in settings and is_vp(pipe):  # a VP student at another step count: its trailing grid
-        timesteps = scheduler_sigmas(pipe, steps)
+    elif "timesteps" in settings and is_vp(pipe):  # a VP student (at another step count): its trailing grid
+        timesteps = scheduler_sigmas(pipe, steps or len(settings["timesteps"]))
     elif "sigmas" in settings:  # a student at another step count: its own (shifted) uniform grid
         timesteps = student_grid(steps, shift=float(settings.get("grid_shift", 1.0))).tolist()
     else:
