@@ -168,7 +168,10 @@ def export(pipe, cfg: VPTeacherConfig) -> Path:
     if cfg.export_dtype != "float32":  # a cast copy: the training model is untouched
         net = copy.deepcopy(net).to(getattr(torch, cfg.export_dtype))
     name = "unet" if hasattr(pipe, "unet") else "transformer"
-    type(pipe)(**{**pipe.components, name: net}).save_pretrained(out)
+    exported = type(pipe)(**{**pipe.components, name: net})
+    if "requires_safety_checker" in exported.config:  # a config value, not a component: say it again, or every
+        exported.register_to_config(requires_safety_checker=False)  # load warns about the absent safety checker
+    exported.save_pretrained(out)
     settings = {"kind": "teacher", "backbone": cfg.backbone, "num_inference_steps": 50,
                 "guidance_scale": cfg.guidance_scale, "max_sequence_length": cfg.max_sequence_length,
                 "resolution": pipe.vae.config.sample_size}

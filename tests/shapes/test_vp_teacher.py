@@ -46,6 +46,7 @@ def test_export_is_a_stock_pipeline_and_only_the_denoiser_trained(trained):
              if not torch.equal(a, b)]
     assert moved, "the denoiser did not train"
     assert pipe.vae.config.shift_factor is None  # stock SD / PixArt pipelines decode without a shift
+    assert not json.loads((out / "model_index.json").read_text()).get("requires_safety_checker", False)
     img = sample_stock(pipe, ["a red circle"], 2, settings["guidance_scale"], settings["max_sequence_length"])
     assert img.shape == (1, 3, 32, 32) and np.isfinite(img.numpy()).all()
 
