@@ -50,6 +50,12 @@ class VPAdapter(nn.Module):
         return next(self.net.parameters()).dtype
 
     @property
+    def inner(self) -> nn.Module:
+        """The network itself, also when a DDP wrapper (which hides its attributes) is what gets called."""
+        net = self.net
+        return net.module if isinstance(net, nn.parallel.DistributedDataParallel) else net
+
+    @property
     def num_train_timesteps(self) -> int:
         return len(self.alphas_cumprod)
 
@@ -114,7 +120,7 @@ class UNetAdapter(VPAdapter):
 
     def _net(self, x_vp, tau, cond):
         added = None
-        if getattr(self.net.config, "addition_embed_type", None) == "text_time":
+        if getattr(self.inner.config, "addition_embed_type", None) == "text_time":
             if cond.pooled is None:
                 raise ValueError("an SDXL-style UNet needs cond.pooled (the second text encoder's pooled output)")
             time_ids = cond.extra.get("time_ids")
@@ -128,7 +134,7 @@ class UNetAdapter(VPAdapter):
     @property
     def encoder_blocks(self) -> list[nn.Module]:
         """The encoder the discriminator may tap (Flash Diffusion): the down blocks, then the mid block."""
-        return [*self.net.down_blocks, self.net.mid_block]
+        return [*self.inner.down_blocks, self.inner.mid_block]
 
     def _check_blocks(self, blocks: Sequence[int]) -> list[int]:
         n = len(self.encoder_blocks)
@@ -138,7 +144,7 @@ class UNetAdapter(VPAdapter):
         return [b % n for b in blocks]
 
     def feature_channels(self, blocks: Sequence[int]) -> list[int]:
-        channels = list(self.net.config.block_out_channels) + [self.net.config.block_out_channels[-1]]
+        channels = list(self.inner.config.block_out_channels) + [self.inner.config.block_out_channels[-1]]
         return [channels[b] for b in self._check_blocks(blocks)]
 
     def feature_maps(self, x_t, t, cond, blocks: Sequence[int], stop_early: bool = True) -> list[torch.Tensor]:
@@ -167,7 +173,7 @@ class PixArtAdapter(VPAdapter):
         self.vae_scale_factor = vae_scale_factor
 
     def micro_conditions(self, x: torch.Tensor, cond: Conditioning) -> dict:
-        if not getattr(self.net, "use_additional_conditions", False):
+        if not getattr(self.inner, "use_additional_conditions", False):
             return {"resolution": None, "aspect_ratio": None}
         n = x.shape[0]
         height, width = (s * self.vae_scale_factor for s in x.shape[-2:])
@@ -186,17 +192,17 @@ class PixArtAdapter(VPAdapter):
         return out[:, : x_vp.shape[1]] if out.shape[1] == 2 * x_vp.shape[1] else out
 
     def _check_blocks(self, blocks: Sequence[int]) -> list[int]:
-        n = len(self.net.transformer_blocks)
+        n = len(self.inner.transformer_blocks)
         if not blocks or any(not -n <= b < n for b in blocks):
             raise ValueError(f"feature blocks {list(blocks)} invalid: this transformer has blocks 0..{n - 1}")
         return [b % n for b in blocks]
 
     def feature_channels(self, blocks: Sequence[int]) -> list[int]:
-        return [self.net.inner_dim] * len(self._check_blocks(blocks))
+        return [self.inner.inner_dim] * len(self._check_blocks(blocks))
 
     def features(self, x_t, t, cond, blocks: Sequence[int], stop_early: bool = True) -> list[torch.Tensor]:
         """Tokens ``(B, N, D)`` after each chosen transformer block."""
-        modules = [self.net.transformer_blocks[b] for b in self._check_blocks(blocks)]
+        modules = [self.inner.transformer_blocks[b] for b in self._check_blocks(blocks)]
         with FeatureTap(modules, lambda out: out, stop_after_last=stop_early) as tap:
             self(x_t, t, cond)
         return tap.result()
@@ -205,6 +211,6 @@ class PixArtAdapter(VPAdapter):
         """The image tokens of ``blocks`` on their patch grid, ``(B, D, H/p, W/p)`` each."""
         from .conv_disc import tokens_to_map
 
-        p = self.net.config.patch_size
+        p = self.inner.config.patch_size
         h, w = x_t.shape[-2] // p, x_t.shape[-1] // p
         return [tokens_to_map(f, h, w) for f in self.features(x_t, t, cond, blocks, stop_early)]
