@@ -16,13 +16,13 @@ from collections.abc import Sequence
 
 import torch
 
+from ..families import FAMILIES
 from ..types import Conditioning
 from .prompt_encoder import PromptEncoder
 
 __all__ = ["KINDS", "kind_of", "denoiser_of", "adapter_for", "TextEncoder", "text_encoder_for", "is_vp"]
 
-KINDS = {"StableDiffusion3Pipeline": "sd3", "StableDiffusionPipeline": "unet", "StableDiffusionXLPipeline": "sdxl",
-         "PixArtAlphaPipeline": "pixart"}
+KINDS = FAMILIES  # pipeline class name -> family
 
 
 def kind_of(pipe) -> str:

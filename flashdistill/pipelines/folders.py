@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..config import ConfigError
 from ..errors import DataError
+from ..families import FAMILIES
 
 __all__ = ["RUN_SETTINGS_FILE", "DEFAULT_GUIDANCE", "read_run_settings", "guidance_of", "load_pipeline",
            "resolve_model", "is_lora_folder", "check_pipeline_folder", "has_t5", "student_scheduler"]
@@ -112,9 +113,6 @@ def has_t5(folder: str | Path) -> bool:
     return isinstance(entry, list) and bool(entry) and entry[0] is not None
 
 
-# model_index.json class -> family (as models.backbones.KINDS; repeated here so this module imports no torch)
-_FAMILIES = {"StableDiffusion3Pipeline": "sd3", "StableDiffusionPipeline": "unet", "StableDiffusionXLPipeline": "sdxl",
-             "PixArtAlphaPipeline": "pixart"}
 _WHAT = {"sd3": "rectified-flow SD3-family pipelines (SD3, SD3.5, SD3-nano)",
          "unet": "StableDiffusionPipeline (UNet) folders", "sdxl": "StableDiffusionXLPipeline folders",
          "pixart": "PixArtAlphaPipeline folders"}
@@ -129,7 +127,7 @@ def check_pipeline_folder(folder: Path, kinds: tuple[str, ...] = ("sd3",)) -> st
         cls = json.loads((folder / "model_index.json").read_text()).get("_class_name")
     except json.JSONDecodeError as err:
         raise DataError(f"{folder / 'model_index.json'}: not valid JSON ({err})") from None
-    kind = _FAMILIES.get(cls or "StableDiffusion3Pipeline")
+    kind = FAMILIES.get(cls or "StableDiffusion3Pipeline")
     if kind not in kinds:
         allowed = " and ".join(_WHAT[k] for k in kinds)
         why = (" (the SD3.5-Flash recipe and the SD3-only tools need a rectified-flow teacher; variance-preserving "

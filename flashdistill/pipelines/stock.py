@@ -3,17 +3,17 @@ and the model cards' sample images use, and the code lines a model card shows, f
 
 from __future__ import annotations
 
+from ..families import CLASS_OF, FAMILIES
 from .folders import DEFAULT_GUIDANCE
 
 __all__ = ["family_of", "stock_call_kwargs", "lora_code"]
 
-_CLASSES = {"sd3": "StableDiffusion3Pipeline", "unet": "StableDiffusionPipeline", "sdxl": "StableDiffusionXLPipeline",
-            "pixart": "PixArtAlphaPipeline"}
+_CLASSES = CLASS_OF
 
 
 def family_of(pipe) -> str:
     """``"sd3"``, ``"unet"`` or ``"pixart"`` of a loaded pipeline (a peft-wrapped PixArt transformer included)."""
-    return {v: k for k, v in _CLASSES.items()}.get(type(pipe).__name__, "sd3")
+    return FAMILIES.get(type(pipe).__name__, "sd3")
 
 
 def stock_call_kwargs(settings: dict, family: str, steps: int | None = None, guidance: float | None = None) -> dict:
