@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from ..config import ConfigError, register_config
+from ..models.backbones import denoiser_of
 from ..training.configs import OptimConfig, TrainConfig
 from .vp_nano import BACKBONES
 
@@ -58,11 +59,6 @@ class VPTeacherConfig:
         from ..assets_paths import ASSETS
 
         return Path(self.out) if self.out else ASSETS / f"{self.backbone}-nano"
-
-
-def denoiser_of(pipe):
-    """The trained network of a UNet (``unet``) or PixArt (``transformer``) pipeline."""
-    return pipe.unet if hasattr(pipe, "unet") else pipe.transformer
 
 
 def encode_prompts(pipe, prompts: list[str], max_sequence_length: int) -> tuple[torch.Tensor, torch.Tensor | None]:
