@@ -46,22 +46,24 @@ def handoff_scores(teacher_setup, student_setup, handoffs: Sequence[float] | Non
     shape = (denoiser_of(spipe).config.in_channels, side, side)
     judge = ShapesEval()
     per_h: dict[float, list[dict]] = {h: [] for h in handoffs}
+    t_text = text_encoder_for(tpipe, teacher_setup.max_sequence_length)
+    s_text = text_encoder_for(spipe, student_setup.max_sequence_length)
     for seed in seeds:
         prompts = eval_prompts(n_per_category, seed=seed, split="train")
         texts, specs = [p for p, _ in prompts], [s for _, s in prompts]
-        t_cond = text_encoder_for(tpipe, teacher_setup.max_sequence_length)
-        s_cond = text_encoder_for(spipe, student_setup.max_sequence_length)
+        starts = range(0, len(texts), batch_size)  # prompts encoded once per seed set, used for every h
+        conds = [(t_text.encode(texts[a : a + batch_size]).to(device),
+                  s_text.encode(texts[a : a + batch_size]).to(device)) for a in starts]
         for h in handoffs:
             images = []
-            for a in range(0, len(texts), batch_size):
-                chunk = texts[a : a + batch_size]
-                x = torch.stack([eval_noise(a + j, seed, shape) for j in range(len(chunk))]).to(device)
+            for a, (t_cond, s_cond) in zip(starts, conds):
+                n = len(t_cond)
+                x = torch.stack([eval_noise(a + j, seed, shape) for j in range(n)]).to(device)
                 if h < 1.0:  # the teacher from noise down to h (its grid cut at h)
-                    grid = [t for t in t_full if t > h + 1e-9] + [h]
-                    x = euler_solve(teacher, x, grid, t_cond.encode(chunk).to(device))
+                    x = euler_solve(teacher, x, [t for t in t_full if t > h + 1e-9] + [h], t_cond)
                 grid = [t for t in student_grid if t <= h + 1e-9]
                 if len(grid) > 1:
-                    x = euler_solve(student, x, grid, s_cond.encode(chunk).to(device))
+                    x = euler_solve(student, x, grid, s_cond)
                 images.append(to_uint8(codec.decode(x)))
             per_h[h].append(judge.score(np.concatenate(images), specs))
     out = {h: float(np.mean([r["overall"] for r in rs])) for h, rs in per_h.items()}

@@ -148,11 +148,12 @@ def train(cfg: VPTeacherConfig) -> Path | None:
 @torch.no_grad()
 def sample_stock(pipe, prompts, steps: int, guidance: float, max_sequence_length: int, seed: int = 0):
     """Images ``(N, 3, H, W)`` in [0, 1] from the stock pipeline call (its own scheduler), fixed noise."""
+    from ..pipelines.stock import family_of, stock_call_kwargs
+
+    kwargs = stock_call_kwargs({"max_sequence_length": max_sequence_length}, family_of(pipe), steps=steps,
+                               guidance=guidance)
     generator = torch.Generator(device="cpu").manual_seed(seed)
-    kwargs = dict(num_inference_steps=steps, guidance_scale=guidance, generator=generator, output_type="pt")
-    if not hasattr(pipe, "unet"):
-        kwargs.update(max_sequence_length=max_sequence_length, use_resolution_binning=False, clean_caption=False)
-    return pipe(prompt=list(prompts), **kwargs).images
+    return pipe(prompt=list(prompts), generator=generator, output_type="pt", **kwargs).images
 
 
 def export(pipe, cfg: VPTeacherConfig) -> Path:
