@@ -92,24 +92,47 @@ class Restricted:
 
 
 class GridSampler:
-    """Pick step indices of a student grid uniformly, optionally only those whose start ``t`` is in a range.
+    """Pick step indices of a student grid, optionally only those whose start ``t`` is in a range.
 
     Returns *indices* ``i`` into ``grid`` (the step goes from ``grid[i]`` to ``grid[i + 1]``), shape ``(B,)``.
     ``t_range=(0.5, 1.0)`` keeps steps starting at ``t > 0.5``; ``(0.0, 0.5)`` those at ``t <= 0.5``.
+    ``weights`` (one per step of the grid, ``t = 1`` first) makes the draw non-uniform: step ``i`` is drawn with
+    probability ``weights[i]`` over the sum of the kept steps' weights; a step of weight 0 is never drawn.
     """
 
-    def __init__(self, grid: torch.Tensor, t_range: tuple[float, float] | None = None, steps=None):
+    def __init__(self, grid: torch.Tensor, t_range: tuple[float, float] | None = None, steps=None,
+                 weights: Sequence[float] | None = None):
         starts = grid[:-1]
         allowed = list(range(len(starts))) if steps is None else list(steps)
         if t_range is not None:
             lo, hi = t_range
             allowed = [i for i in allowed if lo < float(starts[i]) <= hi or (lo == 0.0 and float(starts[i]) == 0)]
+        if weights is not None:
+            if len(weights) != len(starts) or any(not w >= 0 for w in weights):
+                raise ValueError(f"weights {list(weights)} must be one number >= 0 per step of the "
+                                 f"{len(starts)}-step grid")
+            allowed = [i for i in allowed if weights[i] > 0]
         if not allowed:
-            raise ValueError(f"no student step starts inside t_range={t_range} for grid {grid.tolist()}")
+            raise ValueError(f"no student step starts inside t_range={t_range} (weights {weights}) for grid "
+                             f"{grid.tolist()}")
         self.grid, self.allowed = grid, torch.tensor(allowed)
+        self.cdf = None  # uniform over `allowed`
+        if weights is not None:
+            w = torch.tensor([float(weights[i]) for i in allowed], dtype=torch.float64)
+            self.cdf = (w.cumsum(0) / w.sum()).float()
+
+    def pick(self, u: torch.Tensor) -> torch.Tensor:
+        """Step indices (on ``u``'s device) for uniforms ``u`` in [0, 1): the inverse of the weights' CDF."""
+        if self.cdf is None:
+            pos = (u * len(self.allowed)).long()
+        else:
+            pos = torch.searchsorted(self.cdf.to(u.device), u.float(), right=True)
+        return self.allowed.to(u.device)[pos.clamp_(max=len(self.allowed) - 1)]
 
     def __call__(self, batch_size: int, generator=None, device=None) -> torch.Tensor:
         on = draw_device(generator, device)
+        if self.cdf is not None:
+            return self.pick(torch.rand(batch_size, generator=generator, device=on)).to(device)
         pick = torch.randint(len(self.allowed), (batch_size,), generator=generator, device=on)
         return self.allowed.to(on)[pick].to(device)
 

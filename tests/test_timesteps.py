@@ -43,6 +43,26 @@ def test_grid_sampler_split_ranges():
     assert set(hi(256, generator=torch.Generator().manual_seed(0)).tolist()) == {0, 1}
 
 
+def test_grid_sampler_step_weights():
+    """step_weights: frequencies follow the weights over the kept steps; weight 0 is never drawn; the inverse CDF
+    maps uniforms exactly; a bad weight list is refused."""
+    grid = student_grid(4)
+    s = GridSampler(grid, weights=[3.0, 1.0, 0.0, 4.0])
+    assert s.allowed.tolist() == [0, 1, 3]
+    idx = s(40_000, generator=torch.Generator().manual_seed(0))
+    freq = torch.bincount(idx, minlength=4).double() / len(idx)
+    assert freq[2] == 0 and torch.allclose(freq[[0, 1, 3]], torch.tensor([3 / 8, 1 / 8, 4 / 8], dtype=torch.float64),
+                                           atol=0.01)
+    u = torch.tensor([0.0, 0.374, 0.376, 0.499, 0.501, 0.999])
+    assert s.pick(u).tolist() == [0, 0, 1, 1, 3, 3]
+    # with a t range, the weights are renormalised over what the range keeps
+    hi = GridSampler(grid, t_range=(0.5, 1.0), weights=[1.0, 3.0, 5.0, 5.0])
+    assert hi.pick(torch.tensor([0.2, 0.3])).tolist() == [0, 1]
+    for bad in ([1.0, 1.0], [1.0, -1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0]):
+        with pytest.raises(ValueError):
+            GridSampler(grid, weights=bad)
+
+
 @pytest.mark.parametrize("phase", range(len(FLASH_MODE_WEIGHTS)))
 def test_flash_mixture_mass_on_modes(phase):
     """Eq. 7 as one mixture: each mode's share of the draws is its weight times its (edge-truncated) mass."""

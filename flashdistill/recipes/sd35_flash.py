@@ -27,11 +27,11 @@ from ..losses import TrajectoryLoss
 from ..models.sd3 import SD3Adapter
 from ..pipelines.folders import guidance_of
 from ..sampling import CFG
-from ..timesteps import GridSampler, student_grid
+from ..timesteps import student_grid
 from ..training.configs import OptimConfig, TrainConfig
 from . import common
 from .sd35_flash_dmd import distribution_matching
-from .sd35_flash_parts import add_student, build, draw_steps, finish, preview
+from .sd35_flash_parts import add_student, build, draw_steps, finish, preview, steps_sampler
 
 __all__ = ["SD35FlashConfig", "run_recipe", "STAGE_FIELDS"]
 
@@ -53,6 +53,8 @@ class SD35FlashConfig:
     # null = the stage's default (pretrain: per_sample, dmd: per_batch)
     step_sampling: str | None = field(default=None, metadata={"choices": [None, "per_batch", "per_sample"]})
     step_range: list[float] | None = None  # train only steps starting at t in (lo, hi] (split branches)
+    # relative frequency of each student step (one per step, t = 1 first; 0 = never drawn); null = uniform
+    step_weights: list[float] | None = None
     ema_decay: float | None = field(default=None, metadata={"min": 0.0, "max": 0.99999})  # export an EMA
     ema_warmup: bool = False  # EMA decay min(decay, (1+n)/(10+n)): early averages follow the weights
     seed: int = 0  # seed of the shared random draws (noise, timesteps, step indices, head refresh)
@@ -100,6 +102,11 @@ class SD35FlashConfig:
         if self.step_range is not None and (len(self.step_range) != 2 or not
                                             0 <= self.step_range[0] < self.step_range[1] <= 1):
             raise ConfigError(f"step_range = {self.step_range} must be [lo, hi] with 0 <= lo < hi <= 1")
+        if self.step_weights is not None and (len(self.step_weights) != self.num_steps
+                                              or any(not w >= 0 for w in self.step_weights)
+                                              or not sum(self.step_weights) > 0):
+            raise ConfigError(f"step_weights = {self.step_weights} must be {self.num_steps} numbers >= 0 (one per "
+                              "student step, t = 1 first), not all 0")
         if any(not 0 <= t < 1 for t in self.disc_t_star) or not self.disc_t_star:
             raise ConfigError(f"disc_t_star = {self.disc_t_star}: give levels in [0, 1) (t = 1 is pure noise)")
         for key in ("renoise_t_range", "proxy_t_range"):
@@ -155,7 +162,7 @@ def pretrain(cfg: SD35FlashConfig) -> None:
     slot, ema = add_student(run, cfg, student_net, cfg.train.max_steps)
     stream = run.data_stream("data", data, batch_size=cfg.batch_size)
     draws = run.draws("draws", cfg.seed)
-    sampler = GridSampler(grid, tuple(cfg.step_range) if cfg.step_range else None)
+    sampler = steps_sampler(cfg, grid)
     loss_fn, student = TrajectoryLoss(cfg.tg_weighting), SD3Adapter(slot.model)
     preview(run, pipe, data, SD3Adapter(slot.module), grid)
 

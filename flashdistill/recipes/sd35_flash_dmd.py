@@ -38,7 +38,7 @@ from ..timesteps import GridSampler, student_grid
 from ..training.updates import ModelSlot, frozen
 from ..types import Conditioning
 from . import common
-from .sd35_flash_parts import add_student, build, draw_steps, finish, preview
+from .sd35_flash_parts import add_student, build, draw_steps, finish, preview, steps_sampler
 
 __all__ = ["Parts", "distribution_matching", "generator_step", "student_update", "proxy_step", "disc_step"]
 
@@ -68,13 +68,13 @@ class Parts:
 def _trained_steps(cfg, grid: torch.Tensor) -> GridSampler:
     """Steps with a training signal: with timestep sharing and neither an adversarial nor a gram term, the last
     step (landing at t = 0) has none and is not drawn (the paper trains "i ∈ [2, 4]" of 4 by DMD)."""
-    sampler = GridSampler(grid, tuple(cfg.step_range) if cfg.step_range else None)
+    sampler = steps_sampler(cfg, grid)
     if cfg.timestep_sharing and cfg.adv_weight == 0 and cfg.gram_weight == 0:
         kept = [i for i in sampler.allowed.tolist() if float(grid[i + 1]) > 0]
         if not kept:
             raise ConfigError(f"step_range {cfg.step_range}: its only step lands at t = 0, where timestep sharing "
                              "has no DMD term and adv_weight = 0 leaves nothing to train it")
-        sampler = GridSampler(grid, steps=kept)
+        sampler = steps_sampler(cfg, grid, steps=kept)
     return sampler
 
 

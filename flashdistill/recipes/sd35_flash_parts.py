@@ -8,11 +8,12 @@ from pathlib import Path
 
 import torch
 
+from ..errors import ConfigError
 from ..seeds import sample_noise
 from ..timesteps import GridSampler
 from . import common
 
-__all__ = ["build", "draw_steps", "add_student", "branch_divergence", "finish", "preview"]
+__all__ = ["build", "steps_sampler", "draw_steps", "add_student", "branch_divergence", "finish", "preview"]
 
 
 def build(cfg):
@@ -24,9 +25,21 @@ def build(cfg):
     return pipe, settings, teacher_net, student_net
 
 
+def steps_sampler(cfg, grid: torch.Tensor, steps=None) -> GridSampler:
+    """The student steps a run trains (``step_range``, or the given ``steps``), drawn with ``step_weights``."""
+    t_range = tuple(cfg.step_range) if cfg.step_range and steps is None else None
+    try:
+        return GridSampler(grid, t_range, steps=steps, weights=cfg.step_weights)
+    except ValueError as err:
+        raise ConfigError(f"step_range {cfg.step_range} / step_weights {cfg.step_weights}: {err}") from None
+
+
 def draw_steps(cfg, sampler: GridSampler, draws, b: int) -> torch.Tensor:
     """Student step indices ``(b,)`` (CPU long): one shared draw per global batch, or one per sample."""
     allowed = sampler.allowed
+    if sampler.cdf is not None:  # weighted steps (step_weights): the inverse CDF of shared uniforms
+        u = draws.shared_rand().expand(b) if cfg.steps_per_batch else draws.rand(b)
+        return sampler.pick(u.cpu())
     if cfg.steps_per_batch:
         return allowed[draws.shared_randint(len(allowed))].expand(b).clone()
     return allowed[draws.randint(len(allowed), b).cpu()]

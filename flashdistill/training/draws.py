@@ -65,6 +65,10 @@ class GlobalDraws:
         x = torch.randint(high, full, generator=self.generator, device=self.device)
         return self._slice(x, local, 0)
 
+    def shared_rand(self) -> torch.Tensor:
+        """One ``U[0, 1)`` value of shape ``(1,)``, the same on every process."""
+        return torch.rand(1, generator=self.generator, device=self.device)
+
     def shared_randint(self, high: int) -> int:
         """One integer in ``[0, high)``, the same on every process."""
         return int(torch.randint(high, (1,), generator=self.generator, device=self.device).item())

@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 from tinydata import PROMPTS, make_tiny_data
 
 from flashdistill.config import from_dict
+from flashdistill.errors import ConfigError
 from flashdistill.models.sd3 import SD3Adapter, SD3TextEncoder
 from flashdistill.recipes import common
 from flashdistill.recipes.sd35_flash import SD35FlashConfig, run_recipe
@@ -122,6 +123,41 @@ def test_two_step_grid_and_split_range(data_dir, pre_student):
                     disc_hidden=16, init_student=str(data_dir / "pre")))
     info = json.loads((data_dir / "two" / "flashdistill.json").read_text())
     assert info["sigmas"] == [1.0, 0.5]
+
+
+def test_step_weights_choose_the_trained_steps(data_dir, pre_student):
+    """step_weights: a step of weight 0 is never trained; combined with step_range only the kept steps count;
+    a weight list of the wrong length is refused by name."""
+    run_recipe(_cfg(data_dir, "weighted", stage="dmd", proxy_updates=1, disc_blocks=[1], disc_hidden=16,
+                    step_weights=[0.0, 0.0, 1.0, 0.0], init_student=str(pre_student),
+                    train={"run_dir": str(data_dir / "run_weighted"), "max_steps": 5, "overwrite": True,
+                           "log": {"every": 1, "progress_bar": False, "tensorboard": False}}))
+    assert [r["step_index"] for r in _metrics(data_dir, "weighted")] == [2.0] * 5  # uniform: (1/4)^5
+    run_recipe(_cfg(data_dir, "weighted_hi", stage="dmd", proxy_updates=1, disc_blocks=[1], disc_hidden=16,
+                    step_range=[0.5, 1.0], step_weights=[0.0, 1.0, 1.0, 1.0], init_student=str(pre_student)))
+    assert {r["step_index"] for r in _metrics(data_dir, "weighted_hi")} == {1.0}
+    with pytest.raises(ConfigError, match="step_weights"):
+        _cfg(data_dir, "bad", stage="pretrain", step_weights=[1.0, 1.0])
+
+
+def test_weighted_step_draws_of_two_processes_equal_one(data_dir):
+    """Per-sample weighted draws of 2 ranks (half the batch each) concatenate to the 1-process draw; a per-batch
+    weighted draw is the same step on both ranks."""
+    from flashdistill.recipes.sd35_flash_parts import draw_steps, steps_sampler
+    from flashdistill.training.draws import GlobalDraws
+
+    for mode in ("per_sample", "per_batch"):
+        cfg = _cfg(data_dir, "w", stage="pretrain", step_weights=[4.0, 2.0, 1.0, 1.0], step_sampling=mode)
+        sampler = steps_sampler(cfg, student_grid(4))
+        one = GlobalDraws(torch.Generator().manual_seed(3))
+        two = [GlobalDraws(torch.Generator().manual_seed(3), rank=r, world_size=2) for r in range(2)]
+        for _ in range(3):
+            whole = draw_steps(cfg, sampler, one, 8)
+            halves = [draw_steps(cfg, sampler, d, 4) for d in two]
+            if mode == "per_sample":
+                assert torch.equal(torch.cat(halves), whole)
+            else:
+                assert torch.equal(halves[0], halves[1]) and len(set(whole.tolist())) == 1
 
 
 def test_student_folder_runs_in_stock_diffusers(data_dir, pre_student):

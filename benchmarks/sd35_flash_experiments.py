@@ -1,0 +1,136 @@
+"""The experiment log of the SD3.5-Flash recipe on SD3-nano (docs/results/sd35_flash_experiments.md + .json).
+
+    .venv/bin/python benchmarks/sd35_flash_experiments.py [--only s1_600,s1_1200] [--seeds 1,2,3,4]
+
+Each experiment is one stage (``configs/sd35_flash/nano_*.yaml`` plus overrides) trained on a named dataset and,
+where it says so, started from another experiment's student. Every student is judged under the project's protocol
+(evaluation seed sets 1-4, 16 prompts per category, 95% bootstrap intervals) and compared **paired** (same prompts,
+same noises) with the reference experiment: a difference whose interval excludes 0 is an effect, one that straddles
+0 is "no measurable effect". Trained students and their scores are kept under ``--work``, so an interrupted run
+resumes and a new experiment costs only itself. The table lists every experiment whose student exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from sd35_flash_nano import CFG, FD, ROOT, sh
+
+# name -> (number of prompts, teacher Euler steps of the stored samples and trajectories)
+DATASETS = {"d384_20": (384, 20), "d1536_20": (1536, 20), "d384_50": (384, 50)}
+
+# name -> what changes, its stage config, dataset, the experiment whose student it starts from, overrides
+EXPERIMENTS = {
+    "s1_150": ("stage 1, 150 iterations (the demo's)", "nano_pretrain.yaml", "d384_20", None,
+               ["train.max_steps=150"]),
+    "s1_600": ("stage 1, 600 iterations", "nano_pretrain.yaml", "d384_20", None, ["train.max_steps=600"]),
+    "s1_1200": ("stage 1, 1200 iterations", "nano_pretrain.yaml", "d384_20", None, ["train.max_steps=1200"]),
+    "s1_600_d1536": ("stage 1, 600 iterations, 1536 prompts", "nano_pretrain.yaml", "d1536_20", None,
+                     ["train.max_steps=600"]),
+    "s1_600_t50": ("stage 1, 600 iterations, teacher data at 50 steps", "nano_pretrain.yaml", "d384_50", None,
+                   ["train.max_steps=600"]),
+    "s1_600_ti": ("stage 1, 600 iterations, Eq. 4 weighted by t_i", "nano_pretrain.yaml", "d384_20", None,
+                  ["train.max_steps=600", "tg_weighting=t_i"]),
+}
+TEACHER = "teacher_50"  # the 50-step CFG teacher, judged once and kept like an experiment
+
+
+def dataset(w: Path, name: str) -> Path:
+    n, steps = DATASETS[name]
+    out = w / "data" / name
+    if not (out / "index.json").exists():
+        prompts = w / "data" / f"prompts_{n}.jsonl"
+        if not prompts.exists():
+            sh(FD + ["shapes-prompts", "--out", prompts, "--n", n, "--seed", "0"])
+        sh(FD + ["generate-data", "--config", CFG / "nano_data.yaml", "--prompts", prompts, "--out", out,
+                 "--steps", steps])
+    return out
+
+
+def train(w: Path, name: str) -> Path:
+    _, config, data, parent, overrides = EXPERIMENTS[name]
+    out = w / name / "student"
+    if (out / "flashdistill.json").exists():
+        return out
+    init = [f"init_student={train(w, parent)}"] if parent else []
+    sh(FD + ["distill", "--config", CFG / config, f"data={dataset(w, data)}", f"out={out}",
+             f"train.run_dir={w / name / 'run'}", "train.overwrite=true", "train.log.progress_bar=false"]
+       + init + overrides)
+    return out
+
+
+def judged(w: Path, name: str, seeds: list[int], n: int) -> dict:
+    """The protocol's result of one experiment (cached in its folder, keyed by seeds and prompts per category)."""
+    from flashdistill.eval.model_eval import evaluate_seeds
+    from flashdistill.shapes.nano import teacher_path
+
+    cache = w / name / f"eval_{'-'.join(map(str, seeds))}_{n}.json"
+    if cache.exists():
+        return json.loads(cache.read_text())
+    folder, steps = (teacher_path(), 50) if name == TEACHER else (train(w, name), None)
+    print(f"= judging {name} on seed sets {seeds}", flush=True)
+    res = evaluate_seeds(folder, seeds, n, steps=steps)
+    res.pop("images")
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(res))
+    return res
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--work", default="runs/sd35_flash_experiments")
+    ap.add_argument("--only", default=None, help="comma-separated experiments to train and judge (default: all)")
+    ap.add_argument("--reference", default="s1_150", help="experiment every other one is compared with, paired")
+    ap.add_argument("--seeds", default="1,2,3,4")
+    ap.add_argument("--n-per-category", type=int, default=16)
+    ap.add_argument("--results", default="docs/results")
+    args = ap.parse_args()
+    from flashdistill.eval.protocol import paired_difference, parse_seeds
+
+    w, seeds, n = ROOT / args.work, parse_seeds(args.seeds), args.n_per_category
+    names = args.only.split(",") if args.only else list(EXPERIMENTS)
+    unknown = [x for x in names + [args.reference] if x not in EXPERIMENTS]
+    if unknown:
+        raise SystemExit(f"unknown experiment(s) {unknown}; known: {sorted(EXPERIMENTS)}")
+    for name in names:
+        judged(w, name, seeds, n)
+    done = [x for x in EXPERIMENTS if (w / x / "student" / "flashdistill.json").exists()]
+    rows = {x: judged(w, x, seeds, n) for x in [TEACHER, args.reference] + done}
+    ref = rows[args.reference]
+    lines = [f"| experiment | change | ShapesEval [95% CI] | Δ vs `{args.reference}` (paired) | held-out "
+             f"[95% CI] | Δ held-out (paired) | FD [95% CI] |", "|---|---|---|---|---|---|---|"]
+    table = {}
+    for name, res in rows.items():
+        entry = {"change": "the 50-step CFG teacher" if name == TEACHER else EXPERIMENTS[name][0]}
+        cells = []
+        for split in ("train", "heldout"):
+            r = res[split]
+            d = paired_difference(r["cells"], ref[split]["cells"])
+            entry[split] = {"score": r["shapes_eval"], "ci95": r["ci95"], "delta": d}
+            cells += [f"{r['shapes_eval']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]",
+                      "–" if name == args.reference else f"{d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}]"]
+        fd = res["train"].get("fd")
+        entry["fd"] = [fd, *res["train"].get("fd_ci95", [None, None])]
+        fd_txt = f"{fd:.1f} [{entry['fd'][1]:.1f}, {entry['fd'][2]:.1f}]" if fd is not None else "–"
+        table[name] = entry
+        lines.append(f"| `{name}` | {entry['change']} | " + " | ".join(cells) + f" | {fd_txt} |")
+    cmd = "python benchmarks/sd35_flash_experiments.py " + " ".join(sys.argv[1:])
+    out = ROOT / args.results
+    (out / "sd35_flash_experiments.md").write_text(
+        f"# SD3.5-Flash on SD3-nano: experiment log\n\nRegenerate: `{cmd}` (each experiment's student and scores "
+        f"are kept under `{args.work}`). Seed sets {seeds}, {n} prompts per category each; Δ is the paired "
+        "difference (same prompts and noises) with its 95% bootstrap interval. Datasets: "
+        + ", ".join(f"`{k}` = {p} prompts, teacher at {s} steps" for k, (p, s) in DATASETS.items())
+        + ".\n\n" + "\n".join(lines) + "\n")
+    (out / "sd35_flash_experiments.json").write_text(json.dumps(
+        {"protocol": {"seeds": seeds, "n_per_category": n, "reference": args.reference, "command": cmd},
+         "experiments": table}, indent=2) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
