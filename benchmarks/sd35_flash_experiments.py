@@ -19,8 +19,11 @@ from pathlib import Path
 
 from sd35_flash_nano import CFG, FD, ROOT, sh
 
-# name -> (number of prompts, teacher Euler steps of the stored samples and trajectories)
-DATASETS = {"d384_20": (384, 20), "d1536_20": (1536, 20), "d384_50": (384, 50)}
+# name -> (number of prompts, teacher Euler steps of the stored samples and trajectories; None: real Shapes renders
+# encoded with their captions, no trajectories: a stage-2 "real" set)
+DATASETS = {"d384_20": (384, 20), "d1536_20": (1536, 20), "d384_50": (384, 50), "real384": (384, None),
+            "d384_20_s3": (384, 20)}
+GRIDS = {"d384_20_s3": "[1.0,0.9,0.75,0.5,0.0]"}  # trajectories stored at the shift-3 student grid
 
 # name -> what changes, its stage config, dataset, the experiment whose student it starts from, overrides
 EXPERIMENTS = {
@@ -34,6 +37,23 @@ EXPERIMENTS = {
                    ["train.max_steps=600"]),
     "s1_600_ti": ("stage 1, 600 iterations, Eq. 4 weighted by t_i", "nano_pretrain.yaml", "d384_20", None,
                   ["train.max_steps=600", "tg_weighting=t_i"]),
+    "s1_600_shift3": ("stage 1, 600 iterations, student grid shifted by 3: (1, .9, .75, .5)", "nano_pretrain.yaml",
+                      "d384_20_s3", None, ["train.max_steps=600", "grid_shift=3"]),
+    # the 2-step student: trajectory guidance on (1, .5, 0) from the 4-step stage-1 student, then stage 2 as shipped
+    "s1_2step": ("2-step: stage 1 on (1, .5), 600 iterations, from `s1_600`", "nano_pretrain.yaml", "d384_20",
+                 "s1_600", ["num_steps=2", "train.max_steps=600"]),
+    # stage 2 (the demo's settings: 150 iterations, proxy_updates 3, warm-up 20) from the 600-iteration stage 1
+    "s2_base": ("stage 2 (the demo's), from `s1_600`", "nano_dmd.yaml", "d384_20", "s1_600",
+                ["train.max_steps=150", "proxy_updates=3", "warmup_noisier=20"]),
+    "s2_real": ("`s2_base` with real Shapes renders as the prompts and the discriminator's real set",
+                "nano_dmd.yaml", "real384", "s1_600", ["train.max_steps=150", "proxy_updates=3", "warmup_noisier=20"]),
+    "s2_lr": ("`s2_base` with student lr 1e-4 (5x)", "nano_dmd.yaml", "d384_20", "s1_600",
+              ["train.max_steps=150", "proxy_updates=3", "warmup_noisier=20", "student_optim.lr=1e-4"]),
+    "s2_hi": ("`s2_base` training the steps at t = 1 and 0.75 3x as often (step_weights [3, 3, 1, 1])",
+              "nano_dmd.yaml", "d384_20", "s1_600",
+              ["train.max_steps=150", "proxy_updates=3", "warmup_noisier=20", "step_weights=[3,3,1,1]"]),
+    "s2_pu1": ("`s2_base` with proxy_updates 1 (3x the generator updates)", "nano_dmd.yaml", "d384_20", "s1_600",
+               ["train.max_steps=150", "proxy_updates=1", "warmup_noisier=20"]),
 }
 TEACHER = "teacher_50"  # the 50-step CFG teacher, judged once and kept like an experiment
 
@@ -41,12 +61,20 @@ TEACHER = "teacher_50"  # the 50-step CFG teacher, judged once and kept like an 
 def dataset(w: Path, name: str) -> Path:
     n, steps = DATASETS[name]
     out = w / "data" / name
-    if not (out / "index.json").exists():
-        prompts = w / "data" / f"prompts_{n}.jsonl"
-        if not prompts.exists():
-            sh(FD + ["shapes-prompts", "--out", prompts, "--n", n, "--seed", "0"])
-        sh(FD + ["generate-data", "--config", CFG / "nano_data.yaml", "--prompts", prompts, "--out", out,
-                 "--steps", steps])
+    if (out / "index.json").exists():
+        return out
+    if steps is None:
+        images = w / "data" / f"renders_{n}"
+        if not (images / "captions.jsonl").exists():
+            sh(FD + ["shapes-prompts", "--images", images, "--n", n, "--seed", "0"])
+        sh(FD + ["generate-data", "--config", CFG / "nano_data.yaml", "--images", images, "--out", out,
+                 "trajectory_grid=null", "prompts=null"])
+        return out
+    prompts = w / "data" / f"prompts_{n}.jsonl"
+    if not prompts.exists():
+        sh(FD + ["shapes-prompts", "--out", prompts, "--n", n, "--seed", "0"])
+    sh(FD + ["generate-data", "--config", CFG / "nano_data.yaml", "--prompts", prompts, "--out", out,
+             "--steps", steps] + ([f"trajectory_grid={GRIDS[name]}"] if name in GRIDS else []))
     return out
 
 
@@ -123,7 +151,8 @@ def main() -> int:
         f"# SD3.5-Flash on SD3-nano: experiment log\n\nRegenerate: `{cmd}` (each experiment's student and scores "
         f"are kept under `{args.work}`). Seed sets {seeds}, {n} prompts per category each; Δ is the paired "
         "difference (same prompts and noises) with its 95% bootstrap interval. Datasets: "
-        + ", ".join(f"`{k}` = {p} prompts, teacher at {s} steps" for k, (p, s) in DATASETS.items())
+        + ", ".join(f"`{k}` = {p} " + (f"prompts, teacher at {s} steps" if s else "real Shapes renders")
+                    for k, (p, s) in DATASETS.items())
         + ".\n\n" + "\n".join(lines) + "\n")
     (out / "sd35_flash_experiments.json").write_text(json.dumps(
         {"protocol": {"seeds": seeds, "n_per_category": n, "reference": args.reference, "command": cmd},

@@ -46,7 +46,10 @@ class SD35FlashConfig:
     init_student: str | None = None  # start the student from an earlier stage's folder (default: teacher)
     data: str = ""  # generate-data folder: teacher samples (+ trajectories for pretrain) and embeddings
     out: str = "runs/sd35_flash/student"  # the student pipeline folder written at the end
-    num_steps: int = field(default=4, metadata={"min": 1})  # student steps on the uniform grid over [0, 1]
+    num_steps: int = field(default=4, metadata={"min": 1})  # student steps on the grid over [0, 1]
+    # SD3 shift of the student grid: 1 = uniform (1, .75, .5, .25); 3 = (1, .9, .75, .5): shorter jumps at high
+    # noise, where the layout is decided. Stage-1 data must hold these times (generate-data trajectory_grid).
+    grid_shift: float = field(default=1.0, metadata={"min": 0.01})
     batch_size: int = field(default=16, metadata={"min": 1})  # global batch per iteration (all processes)
     guidance_scale: float | None = field(default=None, metadata={"min": 0.0})  # teacher CFG (None: teacher's)
     # how student steps are drawn: "per_batch" (one step for the whole global batch) or "per_sample";
@@ -148,7 +151,7 @@ def pretrain(cfg: SD35FlashConfig) -> None:
     pipe, settings, teacher_net, student_net = build(cfg)
     online = cfg.trajectories == "online"
     data = common.open_dataset(cfg.data, need_trajectory=not online, teacher_pipe=pipe, teacher=cfg.teacher)
-    grid = student_grid(cfg.num_steps)
+    grid = student_grid(cfg.num_steps, shift=cfg.grid_shift)
     run = Run(cfg.train, config=cfg)
     if online:  # the teacher's CFG ODE from fresh noise, on its shifted grid refined to hold the student's
         from ..data.generate_config import teacher_grid

@@ -85,7 +85,7 @@ def setup(cfg):
     data = common.open_dataset(cfg.data, teacher_pipe=pipe, teacher=cfg.teacher)
     if cfg.student_noise == "data" and "noise" not in data.fields:
         raise DataError(f"data {cfg.data}: student_noise: data needs the teacher's stored noise (field 'noise')")
-    grid = student_grid(cfg.num_steps)
+    grid = student_grid(cfg.num_steps, shift=cfg.grid_shift)
     run = Run(cfg.train, config=cfg)
     teacher_net = run.add_frozen("teacher", teacher_net)
     teacher = CFG(SD3Adapter(teacher_net), data.null_cond().to(run.device), guidance_of(settings, cfg.guidance_scale))

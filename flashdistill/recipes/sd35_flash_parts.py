@@ -74,6 +74,8 @@ def finish(run, cfg, pipe, student_net, grid, settings, data, ema=None) -> None:
     net = copy.deepcopy(student_net)
     teacher = cfg.teacher if cfg.teacher in ("sd3-nano", "tiny") else str(Path(cfg.teacher).resolve())
     extra = {"recipe": "sd35_flash", "stage": cfg.stage, "teacher": teacher}
+    if cfg.grid_shift != 1.0:  # other step counts of this student use the same shift (pipelines.generate)
+        extra["grid_shift"] = cfg.grid_shift
     if ema is not None:
         ema.copy_to(net)
         extra["branch_divergence"] = branch_divergence(ema.start, student_net.state_dict(), net.state_dict())

@@ -140,6 +140,22 @@ def test_step_weights_choose_the_trained_steps(data_dir, pre_student):
         _cfg(data_dir, "bad", stage="pretrain", step_weights=[1.0, 1.0])
 
 
+def test_grid_shift_moves_the_student_grid(data_dir, pre_student):
+    """grid_shift 3: the student trains and is saved on (1, .9, .75, .5); at another step count it keeps the shift;
+    stage 1 on data without those times is refused, naming the fix."""
+    from flashdistill.errors import DataError
+    from flashdistill.pipelines.generate import load_setup
+
+    run_recipe(_cfg(data_dir, "shifted", stage="dmd", proxy_updates=1, disc_blocks=[1], disc_hidden=16,
+                    grid_shift=3.0, init_student=str(pre_student)))
+    info = json.loads((data_dir / "shifted" / "flashdistill.json").read_text())
+    assert info["sigmas"] == pytest.approx([1.0, 0.9, 0.75, 0.5]) and info["grid_shift"] == 3.0
+    assert {r["step_index"] for r in _metrics(data_dir, "shifted")} <= {0.0, 1.0, 2.0, 3.0}
+    assert load_setup(data_dir / "shifted", steps=2).timesteps == pytest.approx([1.0, 0.75, 0.0])
+    with pytest.raises(DataError, match="trajectory_grid"):
+        run_recipe(_cfg(data_dir, "shifted_pre", stage="pretrain", grid_shift=3.0))
+
+
 def test_weighted_step_draws_of_two_processes_equal_one(data_dir):
     """Per-sample weighted draws of 2 ranks (half the batch each) concatenate to the 1-process draw; a per-batch
     weighted draw is the same step on both ranks."""
