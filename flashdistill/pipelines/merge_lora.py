@@ -23,6 +23,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 def merge_lora_folder(lora: str | Path, out: str | Path, model: str | Path | None = None) -> Path:
     from ..config import ConfigError
     from .folders import RUN_SETTINGS_FILE, is_lora_folder, load_pipeline, read_run_settings
+    from .stock import rebuild
 
     lora, out = Path(lora), Path(out)
     if not is_lora_folder(lora):
@@ -37,7 +38,7 @@ def merge_lora_folder(lora: str | Path, out: str | Path, model: str | Path | Non
         pipe.fuse_lora(components=["unet" if hasattr(pipe, "unet") else "transformer"], lora_scale=1.0)
         pipe.unload_lora_weights()
     else:  # PixArt-α: the transformer is peft-wrapped (no LoRA loader in diffusers)
-        pipe = type(pipe)(**{**pipe.components, "transformer": pipe.transformer.merge_and_unload()})
+        pipe = rebuild(pipe, transformer=pipe.transformer.merge_and_unload())
     pipe.save_pretrained(out)
     info = {k: v for k, v in read_run_settings(lora).items() if k not in ("kind", "base")}
     info.update(kind="student", merged_from=str(lora))

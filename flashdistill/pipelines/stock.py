@@ -6,7 +6,7 @@ from __future__ import annotations
 from ..families import CLASS_OF, FAMILIES
 from .folders import DEFAULT_GUIDANCE
 
-__all__ = ["family_of", "stock_call_kwargs", "lora_code"]
+__all__ = ["family_of", "rebuild", "stock_call_kwargs", "lora_code"]
 
 _CLASSES = CLASS_OF
 
@@ -14,6 +14,17 @@ _CLASSES = CLASS_OF
 def family_of(pipe) -> str:
     """``"sd3"``, ``"unet"`` or ``"pixart"`` of a loaded pipeline (a peft-wrapped PixArt transformer included)."""
     return FAMILIES.get(type(pipe).__name__, "sd3")
+
+
+def rebuild(pipe, **components):
+    """``pipe``'s class built from its components with some replaced, keeping its ``requires_safety_checker``
+    (a config value, not a component: without it a safety-checker-free SD pipeline warns at construction)."""
+    import inspect
+
+    kwargs = {**pipe.components, **components}
+    if "requires_safety_checker" in inspect.signature(type(pipe).__init__).parameters:
+        kwargs["requires_safety_checker"] = bool(pipe.config.get("requires_safety_checker", False))
+    return type(pipe)(**kwargs)
 
 
 def stock_call_kwargs(settings: dict, family: str, steps: int | None = None, guidance: float | None = None) -> dict:

@@ -130,9 +130,10 @@ def save_lora_student(pipe, net, cfg, settings: dict, data_meta: dict, params: d
     (out / "flashdistill.json").write_text(json.dumps(info, indent=2) + "\n")
     from ..pipelines.folders import student_scheduler
     from ..pipelines.model_card import write_model_card
+    from ..pipelines.stock import rebuild
 
     # the sample: the in-memory pipeline (its denoiser carries the trained adapters) with the student's scheduler
-    student_pipe = type(pipe)(**{**pipe.components, "scheduler": student_scheduler(pipe.scheduler, info)})
+    student_pipe = rebuild(pipe, scheduler=student_scheduler(pipe.scheduler, info))
     student_pipe.set_progress_bar_config(disable=True)
     write_model_card(out, pipe=student_pipe)
     return out

@@ -160,14 +160,16 @@ def export(pipe, cfg: VPTeacherConfig) -> Path:
     """Write the pipeline folder and its ``flashdistill.json`` (50 steps, the CFG scale, T5 length)."""
     import copy
 
+    from ..pipelines.stock import rebuild
+
     out = cfg.out_dir()
     net = denoiser_of(pipe)
     if cfg.export_dtype != "float32":  # a cast copy: the training model is untouched
         net = copy.deepcopy(net).to(getattr(torch, cfg.export_dtype))
     name = "unet" if hasattr(pipe, "unet") else "transformer"
-    exported = type(pipe)(**{**pipe.components, name: net})
-    if "requires_safety_checker" in exported.config:  # a config value, not a component: say it again, or every
-        exported.register_to_config(requires_safety_checker=False)  # load warns about the absent safety checker
+    exported = rebuild(pipe, **{name: net})
+    if "requires_safety_checker" in exported.config:  # no safety checker ships: say so, or every load warns
+        exported.register_to_config(requires_safety_checker=False)
     exported.save_pretrained(out)
     settings = {"kind": "teacher", "backbone": cfg.backbone, "num_inference_steps": 50,
                 "guidance_scale": cfg.guidance_scale, "max_sequence_length": cfg.max_sequence_length,
