@@ -52,6 +52,12 @@ EXPERIMENTS = {
     "s2_hi": ("`s2_base` training the steps at t = 1 and 0.75 3x as often (step_weights [3, 3, 1, 1])",
               "nano_dmd.yaml", "d384_20", "s1_600",
               ["train.max_steps=150", "proxy_updates=3", "warmup_noisier=20", "step_weights=[3,3,1,1]"]),
+    "s2_shift3": ("`s2_base` on the shift-3 grid, from `s1_600_shift3`", "nano_dmd.yaml", "d384_20_s3",
+                  "s1_600_shift3", ["train.max_steps=150", "proxy_updates=3", "warmup_noisier=20", "grid_shift=3"]),
+    "s2_300": ("`s2_base` for 300 iterations", "nano_dmd.yaml", "d384_20", "s1_600",
+               ["train.max_steps=300", "proxy_updates=3", "warmup_noisier=20"]),
+    "s2_pu5": ("`s2_base` with proxy_updates 5 (nano_dmd.yaml's)", "nano_dmd.yaml", "d384_20", "s1_600",
+               ["train.max_steps=150", "proxy_updates=5", "warmup_noisier=20"]),
     "s2_pu1": ("`s2_base` with proxy_updates 1 (3x the generator updates)", "nano_dmd.yaml", "d384_20", "s1_600",
                ["train.max_steps=150", "proxy_updates=1", "warmup_noisier=20"]),
 }
