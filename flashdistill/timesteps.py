@@ -126,7 +126,7 @@ class GridSampler:
         if self.cdf is None:
             pos = (u * len(self.allowed)).long()
         else:
-            pos = torch.searchsorted(self.cdf.to(u.device), u.float(), right=True)
+            pos = torch.searchsorted(self.cdf.to(u.device), u.float().contiguous(), right=True)
         return self.allowed.to(u.device)[pos.clamp_(max=len(self.allowed) - 1)]
 
     def __call__(self, batch_size: int, generator=None, device=None) -> torch.Tensor:
