@@ -122,7 +122,7 @@ def main() -> int:
     ap.add_argument("--n-per-category", type=int, default=16)
     ap.add_argument("--results", default="docs/results")
     args = ap.parse_args()
-    from flashdistill.eval.protocol import paired_difference, parse_seeds
+    from flashdistill.eval.protocol import format_fd, format_score, paired_difference, parse_seeds
 
     w, seeds, n = ROOT / args.work, parse_seeds(args.seeds), args.n_per_category
     names = args.only.split(",") if args.only else list(EXPERIMENTS)
@@ -144,13 +144,10 @@ def main() -> int:
             r = res[split]
             d = paired_difference(r["cells"], ref[split]["cells"])
             entry[split] = {"score": r["shapes_eval"], "ci95": r["ci95"], "delta": d}
-            cells += [f"{r['shapes_eval']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]",
-                      "–" if name == args.reference else f"{d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}]"]
-        fd = res["train"].get("fd")
-        entry["fd"] = [fd, *res["train"].get("fd_ci95", [None, None])]
-        fd_txt = f"{fd:.1f} [{entry['fd'][1]:.1f}, {entry['fd'][2]:.1f}]" if fd is not None else "–"
+            cells += [format_score(r), "–" if name == args.reference else f"{d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}]"]
+        entry["fd"] = [res["train"].get("fd"), *res["train"].get("fd_ci95", [None, None])]
         table[name] = entry
-        lines.append(f"| `{name}` | {entry['change']} | " + " | ".join(cells) + f" | {fd_txt} |")
+        lines.append(f"| `{name}` | {entry['change']} | " + " | ".join(cells) + f" | {format_fd(res['train'])} |")
     cmd = "python benchmarks/sd35_flash_experiments.py " + " ".join(sys.argv[1:])
     out = ROOT / args.results
     (out / "sd35_flash_experiments.md").write_text(

@@ -116,22 +116,20 @@ class GridSampler:
             raise ValueError(f"no student step starts inside t_range={t_range} (weights {weights}) for grid "
                              f"{grid.tolist()}")
         self.grid, self.allowed = grid, torch.tensor(allowed)
-        self.cdf = None  # uniform over `allowed`
-        if weights is not None:
-            w = torch.tensor([float(weights[i]) for i in allowed], dtype=torch.float64)
-            self.cdf = (w.cumsum(0) / w.sum()).float()
+        # without weights, draws stay torch.randint over `allowed` (as before weights existed); the CDF (uniform
+        # then) serves `pick`
+        self.weighted = weights is not None
+        w = torch.tensor([float(weights[i]) if weights is not None else 1.0 for i in allowed], dtype=torch.float64)
+        self.cdf = (w.cumsum(0) / w.sum()).float()
 
     def pick(self, u: torch.Tensor) -> torch.Tensor:
         """Step indices (on ``u``'s device) for uniforms ``u`` in [0, 1): the inverse of the weights' CDF."""
-        if self.cdf is None:
-            pos = (u * len(self.allowed)).long()
-        else:
-            pos = torch.searchsorted(self.cdf.to(u.device), u.float().contiguous(), right=True)
+        pos = torch.searchsorted(self.cdf.to(u.device), u.float().contiguous(), right=True)
         return self.allowed.to(u.device)[pos.clamp_(max=len(self.allowed) - 1)]
 
     def __call__(self, batch_size: int, generator=None, device=None) -> torch.Tensor:
         on = draw_device(generator, device)
-        if self.cdf is not None:
+        if self.weighted:
             return self.pick(torch.rand(batch_size, generator=generator, device=on)).to(device)
         pick = torch.randint(len(self.allowed), (batch_size,), generator=generator, device=on)
         return self.allowed.to(on)[pick].to(device)

@@ -37,7 +37,7 @@ def steps_sampler(cfg, grid: torch.Tensor, steps=None) -> GridSampler:
 def draw_steps(cfg, sampler: GridSampler, draws, b: int) -> torch.Tensor:
     """Student step indices ``(b,)`` (CPU long): one shared draw per global batch, or one per sample."""
     allowed = sampler.allowed
-    if sampler.cdf is not None:  # weighted steps (step_weights): the inverse CDF of shared uniforms
+    if sampler.weighted:  # weighted steps (step_weights): the inverse CDF of shared uniforms
         u = draws.shared_rand().expand(b) if cfg.steps_per_batch else draws.rand(b)
         return sampler.pick(u.cpu())
     if cfg.steps_per_batch:

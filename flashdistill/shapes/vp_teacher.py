@@ -167,9 +167,7 @@ def export(pipe, cfg: VPTeacherConfig) -> Path:
     if cfg.export_dtype != "float32":  # a cast copy: the training model is untouched
         net = copy.deepcopy(net).to(getattr(torch, cfg.export_dtype))
     name = "unet" if hasattr(pipe, "unet") else "transformer"
-    exported = rebuild(pipe, **{name: net})
-    if "requires_safety_checker" in exported.config:  # no safety checker ships: say so, or every load warns
-        exported.register_to_config(requires_safety_checker=False)
+    exported = rebuild(pipe, **{name: net})  # keeps requires_safety_checker: false from build_vp_nano_pipeline
     exported.save_pretrained(out)
     settings = {"kind": "teacher", "backbone": cfg.backbone, "num_inference_steps": 50,
                 "guidance_scale": cfg.guidance_scale, "max_sequence_length": cfg.max_sequence_length,
