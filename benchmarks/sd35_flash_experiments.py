@@ -58,6 +58,13 @@ EXPERIMENTS = {
                ["train.max_steps=300", "proxy_updates=3", "warmup_noisier=20"]),
     "s2_pu5": ("`s2_base` with proxy_updates 5 (nano_dmd.yaml's)", "nano_dmd.yaml", "d384_20", "s1_600",
                ["train.max_steps=150", "proxy_updates=5", "warmup_noisier=20"]),
+    "s2_cfg4": ("`s2_base` with the DMD real score at CFG 4 (the teacher's own scale is 2.5)", "nano_dmd.yaml",
+                "d384_20", "s1_600", ["train.max_steps=150", "proxy_updates=3", "warmup_noisier=20",
+                                      "guidance_scale=4"]),
+    "s2_cfg6": ("`s2_base` with the DMD real score at CFG 6", "nano_dmd.yaml", "d384_20", "s1_600",
+                ["train.max_steps=150", "proxy_updates=3", "warmup_noisier=20", "guidance_scale=6"]),
+    "s2_adv0": ("`s2_base` without the adversarial term (adv_weight 0)", "nano_dmd.yaml", "d384_20", "s1_600",
+                ["train.max_steps=150", "proxy_updates=3", "warmup_noisier=20", "adv_weight=0"]),
     "s2_pu1": ("`s2_base` with proxy_updates 1 (3x the generator updates)", "nano_dmd.yaml", "d384_20", "s1_600",
                ["train.max_steps=150", "proxy_updates=1", "warmup_noisier=20"]),
 }
@@ -74,7 +81,7 @@ def dataset(w: Path, name: str) -> Path:
         if not (images / "captions.jsonl").exists():
             sh(FD + ["shapes-prompts", "--images", images, "--n", n, "--seed", "0"])
         sh(FD + ["generate-data", "--config", CFG / "nano_data.yaml", "--images", images, "--out", out,
-                 "trajectory_grid=null", "prompts=null"])
+                 "trajectory_grid=null", "num_steps=null", "prompts=null"])
         return out
     prompts = w / "data" / f"prompts_{n}.jsonl"
     if not prompts.exists():

@@ -96,6 +96,9 @@ CASES = [
     Case("distill: unknown override", ("distill", "--config", "{t}/bad_number.yaml", "bach_size=4"), ("bach_size",)),
     Case("distill: unknown recipe", ("distill", "--config", "{t}/wrong_recipe.yaml"), ("sd99_turbo",)),
     Case("distill: key unused by these settings", ("distill", "--config", "{t}/flash_unused.yaml"), ("lora_rank",)),
+    Case("generate-data: sampling settings with images", ("generate-data", "--images", "{t}/images", "--out",
+                                                          "{t}/out/d", "num_steps=8", "guidance_scale=3"),
+         ("'num_steps'", "'guidance_scale'", "'images'")),
     Case("generate-data: unknown key", ("generate-data", "--config", "{t}/gen_unknown.yaml"), ("stepz",)),
     # --- prompts outside the world
     Case("eval: caption outside the Shapes grammar", ("eval", "--images", "{t}/images"),

@@ -53,8 +53,12 @@ class GenerateConfig:
             raise ConfigError("'out' (the output folder) is required")
         if (self.prompts is None) == (self.images is None):
             raise ConfigError("give exactly one of 'prompts' (teacher samples) or 'images' (encode pairs)")
-        if self.images is not None and self.trajectory_grid:
-            raise ConfigError("'trajectory_grid' needs teacher samples ('prompts'), not 'images'")
+        if self.images is not None:
+            sampling = [k for k in ("trajectory_grid", "num_steps", "guidance_scale", "shift")
+                        if getattr(self, k) is not None] + (["samples_per_prompt"] if self.samples_per_prompt != 1 else [])
+            if sampling:
+                raise ConfigError(f"{', '.join(repr(k) for k in sampling)}: teacher sampling settings, but 'images' "
+                                  "encodes given images without sampling; set them to null (or use 'prompts')")
         grid = self.trajectory_grid
         if grid is not None:
             if len(grid) < 2 or any(a <= b for a, b in zip(grid, grid[1:])) or min(grid) < 0 or max(grid) > 1:
