@@ -54,7 +54,8 @@ class GenerateConfig:
         if (self.prompts is None) == (self.images is None):
             raise ConfigError("give exactly one of 'prompts' (teacher samples) or 'images' (encode pairs)")
         if self.images is not None:
-            sampling = [k for k in ("trajectory_grid", "num_steps", "guidance_scale", "shift") if getattr(self, k) is not None]
+            keys = ("trajectory_grid", "num_steps", "guidance_scale", "shift")
+            sampling = [k for k in keys if getattr(self, k) is not None]
             sampling += ["samples_per_prompt"] if self.samples_per_prompt != 1 else []
             if sampling:
                 raise ConfigError(f"{', '.join(repr(k) for k in sampling)}: teacher sampling settings, but 'images' "
