@@ -52,7 +52,9 @@ def main() -> int:
     pipes = {False: first}
     if type(first).__name__ == "StableDiffusion3Pipeline":  # T5-free variant: SD3 only
         pipes[True] = load_pipeline(folder, drop_t5=True)
+    has_t5 = any(type(getattr(first, n, None)).__name__.startswith("T5") for n in ("text_encoder", "text_encoder_3"))
     for drop_t5, pipe in pipes.items():
+        t5_cell = ("no" if drop_t5 else "yes") if has_t5 else "none"  # a UNet teacher has no T5 to drop
         for guidance in (cfg_scale, 1.0):
             rows = {}
             for steps in [int(s) for s in args.steps.split(",")]:
@@ -63,7 +65,7 @@ def main() -> int:
                 results[key] = r
                 tr, ho = r["train"], r["heldout"]
                 cats = " | ".join(f"{tr['categories'].get(c, float('nan')):.2f}" for c in CATEGORIES)
-                lines.append(f"| {'no' if drop_t5 else 'yes'} | {guidance} | {steps} | {format_score(tr)} | "
+                lines.append(f"| {t5_cell} | {guidance} | {steps} | {format_score(tr)} | "
                              f"{format_score(ho)} | {cats} | {format_fd(tr)} | "
                              f"{tr.get('precision', float('nan')):.2f} | {tr.get('recall', float('nan')):.2f} | "
                              f"{r['seconds_per_image'] * 1000:.1f} |")
