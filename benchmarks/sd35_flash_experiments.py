@@ -39,6 +39,8 @@ EXPERIMENTS = {
                   ["train.max_steps=600", "tg_weighting=t_i"]),
     "s1_600_shift3": ("stage 1, 600 iterations, student grid shifted by 3: (1, .9, .75, .5)", "nano_pretrain.yaml",
                       "d384_20_s3", None, ["train.max_steps=600", "grid_shift=3"]),
+    "s2_last": ("`s2_base` with a DMD term for the last step (last_step_dmd: renoise)", "nano_dmd.yaml", "d384_20",
+                "s1_600", ["train.max_steps=150", "proxy_updates=3", "warmup_noisier=20", "last_step_dmd=renoise"]),
     # the 2-step student: trajectory guidance on (1, .5, 0) from the 4-step stage-1 student, then stage 2 as shipped
     "s1_2step": ("2-step: stage 1 on (1, .5), 600 iterations, from `s1_600`", "nano_pretrain.yaml", "d384_20",
                  "s1_600", ["num_steps=2", "train.max_steps=600"]),
@@ -65,6 +67,12 @@ EXPERIMENTS = {
                 ["train.max_steps=150", "proxy_updates=3", "warmup_noisier=20", "guidance_scale=6"]),
     "s2_adv0": ("`s2_base` without the adversarial term (adv_weight 0)", "nano_dmd.yaml", "d384_20", "s1_600",
                 ["train.max_steps=150", "proxy_updates=3", "warmup_noisier=20", "adv_weight=0"]),
+    # the 2-step student (nano_2step.yaml: stage 2 on (1, .5) with the gram loss), from the 4-step stage-2 student
+    # as the paper does, or from the 2-step stage-1 student
+    "two_s2": ("2-step: nano_2step.yaml (gram loss), 150 iterations, from `s2_base`", "nano_2step.yaml", "d384_20",
+               "s2_base", ["train.max_steps=150", "proxy_updates=3"]),
+    "two_s1": ("2-step: nano_2step.yaml (gram loss), 150 iterations, from `s1_2step`", "nano_2step.yaml",
+               "d384_20", "s1_2step", ["train.max_steps=150", "proxy_updates=3"]),
     "s2_pu1": ("`s2_base` with proxy_updates 1 (3x the generator updates)", "nano_dmd.yaml", "d384_20", "s1_600",
                ["train.max_steps=150", "proxy_updates=1", "warmup_noisier=20"]),
 }

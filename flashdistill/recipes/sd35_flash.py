@@ -76,7 +76,10 @@ class SD35FlashConfig:
     dmd_weight: float = field(default=1.0, metadata={"min": 0.0})  # weight of the DMD term (0 = off)
     # DMD gradient normaliser: "mean_abs" (DMD's per-sample mean |x0_student - x0_real|) or "none"
     dmd_normaliser: str = field(default="mean_abs", metadata={"choices": ["mean_abs", "none"]})
-    renoise_t_range: list[float] = field(default_factory=lambda: [0.02, 0.98])  # timestep_sharing=false: t range
+    renoise_t_range: list[float] = field(default_factory=lambda: [0.02, 0.98])  # re-noising: t ~ U(range)
+    # with timestep sharing, the step landing at t = 0 has no shared timestep: "none" gives it no DMD term (the
+    # paper's "i in [2, 4]"); "renoise" scores its x0 estimate re-noised to t ~ U(renoise_t_range), as DMD does
+    last_step_dmd: str = field(default="none", metadata={"choices": ["none", "renoise"]})
     proxy_t_range: list[float] = field(default_factory=lambda: [0.02, 1.0])  # proxy flow-matching t ~ U(range)
     student_noise: str = field(default="fresh", metadata={"choices": ["fresh", "data"]})  # fresh draws, or the
     # dataset's stored teacher noise (pairs each student sample with the teacher sample of its noise: gram)
@@ -116,6 +119,8 @@ class SD35FlashConfig:
             lo_hi = getattr(self, key)
             if len(lo_hi) != 2 or not 0 <= lo_hi[0] < lo_hi[1] <= 1:
                 raise ConfigError(f"{key} = {lo_hi} must be [lo, hi] with 0 <= lo < hi <= 1")
+        if self.last_step_dmd != "none" and not self.timestep_sharing:
+            raise ConfigError("last_step_dmd: without timestep_sharing every step is already re-noised; remove it")
         if self.stage == "dmd" and self.gram_weight > 0 and self.student_noise != "data":
             raise ConfigError("gram_weight > 0 compares each student sample with the teacher sample of the same "
                               "prompt and noise: set student_noise: data")
@@ -132,9 +137,9 @@ class SD35FlashConfig:
 STAGE_FIELDS = {
     "pretrain": {"trajectories", "teacher_steps", "tg_weighting"},
     "dmd": {"proxy_optim", "disc_optim", "proxy_updates", "timestep_sharing", "dmd_weight", "dmd_normaliser",
-            "renoise_t_range", "proxy_t_range", "student_noise", "adv_weight", "adv_loss", "disc_blocks",
-            "disc_t_star", "disc_hidden", "disc_refresh", "warmup_noisier", "warmup_score_at", "gram_weight",
-            "gram_blocks", "gram_t"},
+            "renoise_t_range", "last_step_dmd", "proxy_t_range", "student_noise", "adv_weight", "adv_loss",
+            "disc_blocks", "disc_t_star", "disc_hidden", "disc_refresh", "warmup_noisier", "warmup_score_at",
+            "gram_weight", "gram_blocks", "gram_t"},
 }
 def _other(stage: str) -> str:
     return "dmd" if stage == "pretrain" else "pretrain"

@@ -7,7 +7,8 @@ point one grid step earlier, still labelled ``t_i``), and then:
 1. every ``proxy_updates``-th iteration, :func:`generator_step` trains the student on
    - DMD with **timestep sharing**: the teacher (CFG) and proxy scores are taken at the student's own landing
      point ``x_{t_{i+1}}`` and the noise level it really has; the last step, landing at t = 0, has no shared
-     timestep and gets no DMD term (``timestep_sharing: false`` re-noises the x0 estimate to a random t instead);
+     timestep and gets no DMD term, or (``last_step_dmd: renoise``) its x0 estimate re-noised to a random t
+     (``timestep_sharing: false`` re-noises every step that way);
    - the adversarial term: the proxy's image tokens at ``disc_blocks`` for samples noised to ``disc_t_star`` feed
      the discriminator heads;
    - the gram loss (2-step student): gram matrices of teacher features of the student sample and of the teacher
@@ -40,7 +41,8 @@ from ..types import Conditioning
 from . import common
 from .sd35_flash_parts import add_student, build, draw_steps, finish, preview, steps_sampler
 
-__all__ = ["Parts", "distribution_matching", "generator_step", "student_update", "proxy_step", "disc_step"]
+__all__ = ["Parts", "distribution_matching", "dmd_point", "generator_step", "student_update", "proxy_step",
+           "disc_step"]
 
 
 @dataclass
@@ -69,7 +71,7 @@ def _trained_steps(cfg, grid: torch.Tensor) -> GridSampler:
     """Steps with a training signal: with timestep sharing and neither an adversarial nor a gram term, the last
     step (landing at t = 0) has none and is not drawn (the paper trains "i ∈ [2, 4]" of 4 by DMD)."""
     sampler = steps_sampler(cfg, grid)
-    if cfg.timestep_sharing and cfg.adv_weight == 0 and cfg.gram_weight == 0:
+    if cfg.timestep_sharing and cfg.last_step_dmd == "none" and cfg.adv_weight == 0 and cfg.gram_weight == 0:
         kept = [i for i in sampler.allowed.tolist() if float(grid[i + 1]) > 0]
         if not kept:
             raise ConfigError(f"step_range {cfg.step_range}: its only step lands at t = 0, where timestep sharing "
@@ -121,7 +123,7 @@ def draw_iteration(parts: Parts, batch: dict, it: int) -> dict:
     out = {"latents": x0.to(dev), "cond": batch["cond"].to(dev), "i": i, "start": start,
            "t_label": t_label.float().to(dev), "t_next": t_next.float().to(dev), "t_score": t_score.float().to(dev)}
     out["noise"] = (batch["noise"] if cfg.student_noise == "data" else d.randn((b, *shape))).to(dev)
-    if not cfg.timestep_sharing:
+    if not cfg.timestep_sharing or cfg.last_step_dmd == "renoise":
         lo, hi = cfg.renoise_t_range
         out["renoise_t"] = (lo + (hi - lo) * d.rand(b)).to(dev)
         out["renoise_noise"] = d.randn((b, *shape)).to(dev)
@@ -155,7 +157,7 @@ def generator_step(parts: Parts, mb: dict, fakes: list) -> dict[str, torch.Tenso
 
     Run it inside :func:`student_update`, which keeps the proxy and the heads frozen through the backward too."""
     cfg, run = parts.cfg, parts.run
-    cond, t, t_next = mb["cond"], mb["t_label"], mb["t_next"]
+    cond, t = mb["cond"], mb["t_label"]
     x = student_point(parts, mb)
     v = SD3Adapter(parts.student.model)(x, t, cond)  # the one step with gradients
     x0_s = x0_from_v(x, v, t)  # the student's x0 estimate at this step
@@ -163,14 +165,10 @@ def generator_step(parts: Parts, mb: dict, fakes: list) -> dict[str, torch.Tenso
     terms = {}
     proxy = SD3Adapter(parts.proxy.module)  # bare modules: fixed functions inside the student's update
     if cfg.dmd_weight > 0:
-        if cfg.timestep_sharing:
-            x_t, t_s = euler_step(x, v, t, t_next), mb["t_score"]  # the student's own landing point
-            mask = (t_s > 0).to(x0_s.dtype)  # landing at t = 0: no shared timestep, no DMD term
-        else:
-            x_t, t_s = interpolate(x0_s.detach(), mb["renoise_noise"], mb["renoise_t"]), mb["renoise_t"]
-            mask = torch.ones_like(t_s)
-        # one step for the whole batch landing at 0 (the same on every process): skip the wasted scores
-        if not (cfg.timestep_sharing and cfg.steps_per_batch and float(mb["t_score"][0]) <= 0):
+        x_t, t_s, mask = dmd_point(cfg, x, v, x0_s, mb)
+        # one step for the whole batch landing at 0 without a DMD term (the same on every process): skip the scores
+        if not (cfg.timestep_sharing and cfg.last_step_dmd == "none" and cfg.steps_per_batch
+                and float(mb["t_score"][0]) <= 0):
             out = parts.losses["dmd"](parts.teacher, proxy, x0_s, x_t, t_s, cond)
             terms["dmd"] = cfg.dmd_weight * (out.loss * mask).mean()  # masked samples count as 0
             run.log(**out.logs)
@@ -186,6 +184,22 @@ def generator_step(parts: Parts, mb: dict, fakes: list) -> dict[str, torch.Tenso
                                                cfg.gram_blocks)
         terms["gram"] = cfg.gram_weight * parts.losses["gram"](f_s, f_t).loss.mean()
     return terms
+
+
+def dmd_point(cfg, x: torch.Tensor, v: torch.Tensor, x0_s: torch.Tensor, mb: dict):
+    """Where the DMD scores are taken: ``(x_t, t, mask)``. With timestep sharing, the student's own landing point
+    ``x_{t_{i+1}}`` at the level it really has; a sample landing at t = 0 is masked out, or re-noised from its x0
+    estimate (``last_step_dmd: renoise``). Without sharing, every x0 estimate is re-noised to ``renoise_t``."""
+    if cfg.timestep_sharing:
+        x_t, t_s = euler_step(x, v, mb["t_label"], mb["t_next"]), mb["t_score"]
+        landed = t_s > 0
+        if cfg.last_step_dmd == "none":
+            return x_t, t_s, landed.to(x0_s.dtype)
+        renoised = interpolate(x0_s.detach(), mb["renoise_noise"], mb["renoise_t"])
+        keep = landed.view(-1, *([1] * (x_t.dim() - 1)))
+        return torch.where(keep, x_t, renoised), torch.where(landed, t_s, mb["renoise_t"]), torch.ones_like(t_s)
+    x_t, t_s = interpolate(x0_s.detach(), mb["renoise_noise"], mb["renoise_t"]), mb["renoise_t"]
+    return x_t, t_s, torch.ones_like(t_s)
 
 
 def student_update(parts: Parts, mb: dict, fakes: list) -> dict:

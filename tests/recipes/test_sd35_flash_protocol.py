@@ -140,3 +140,42 @@ def test_each_schedule_is_sized_by_its_own_updates(data_dir):
     # sized by 4 iterations it would be 0.85 of the peak
     assert rows[2]["lr/student"] == pytest.approx(0.5e-3)
     assert rows[2]["lr/proxy"] == pytest.approx(1e-3 * 0.5 * (1 + torch.cos(torch.tensor(torch.pi / 2))).item())
+
+
+def test_last_step_dmd_renoises_only_the_samples_landing_at_zero():
+    """With timestep sharing the step landing at t = 0 has no shared timestep: "none" masks it out, "renoise"
+    scores its x0 estimate re-noised to the drawn t; samples landing above 0 keep their own landing point."""
+    from flashdistill.recipes.sd35_flash_dmd import dmd_point
+
+    b = 4
+    x, v, x0 = torch.randn(b, 4, 2, 2), torch.randn(b, 4, 2, 2), torch.randn(b, 4, 2, 2)
+    mb = {"t_label": torch.tensor([0.25, 0.5, 0.25, 1.0]), "t_next": torch.tensor([0.0, 0.25, 0.0, 0.75]),
+          "t_score": torch.tensor([0.0, 0.25, 0.0, 0.75]), "renoise_t": torch.tensor([0.3, 0.6, 0.9, 0.1]),
+          "renoise_noise": torch.randn(b, 4, 2, 2)}
+    landing = x + (mb["t_next"] - mb["t_label"]).view(-1, 1, 1, 1) * v
+    off = from_dict(SD35FlashConfig, {"stage": "dmd"})
+    x_t, t, mask = dmd_point(off, x, v, x0, mb)
+    assert mask.tolist() == [0.0, 1.0, 0.0, 1.0] and torch.allclose(x_t, landing)
+    on = from_dict(SD35FlashConfig, {"stage": "dmd", "last_step_dmd": "renoise"})
+    x_t, t, mask = dmd_point(on, x, v, x0, mb)
+    assert mask.tolist() == [1.0] * 4 and t.tolist() == pytest.approx([0.3, 0.25, 0.9, 0.75])
+    r = mb["renoise_t"].view(-1, 1, 1, 1)
+    renoised = (1 - r) * x0 + r * mb["renoise_noise"]
+    for k in range(b):
+        assert torch.allclose(x_t[k], renoised[k] if k in (0, 2) else landing[k], atol=1e-6), k
+    with pytest.raises(ConfigError, match="last_step_dmd"):
+        from_dict(SD35FlashConfig, {"stage": "dmd", "last_step_dmd": "renoise", "timestep_sharing": False})
+    with pytest.raises(ConfigError, match="stage pretrain does not use last_step_dmd"):
+        from_dict(SD35FlashConfig, {"stage": "pretrain", "last_step_dmd": "renoise"})
+
+
+def test_last_step_alone_trains_by_dmd_when_renoised(data_dir):
+    """Only the last step (step_range [0, 0.25]) without adversarial or gram terms: refused with "none" (nothing
+    trains it), trained by DMD with "renoise"; the draws are made on every iteration."""
+    extra = {"stage": "dmd", "proxy_updates": 1, "adv_weight": 0.0, "step_range": [0.0, 0.25]}
+    with pytest.raises(ConfigError, match="lands at t = 0"):
+        run_recipe(_cfg(data_dir, "last_none", **extra))
+    run_recipe(_cfg(data_dir, "last_renoise", last_step_dmd="renoise", **extra))
+    rows = [json.loads(line) for line in (data_dir / "run_last_renoise" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step_index"] for r in rows] == [3.0, 3.0]
+    assert all(r.get("dmd", 0) > 0 for r in rows), rows
