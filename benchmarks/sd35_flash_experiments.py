@@ -79,6 +79,10 @@ EXPERIMENTS = {
                ["train.max_steps=150", "proxy_updates=1", "warmup_noisier=20"]),
 }
 TEACHER = "teacher_50"  # the 50-step CFG teacher, judged once and kept like an experiment
+# teachers judged like experiments: name -> (what it is, steps, CFG scale; None: the folder's own)
+TEACHERS = {TEACHER: ("the 50-step CFG teacher", 50, None),
+            "teacher_50_cfg4": ("the teacher at 50 steps with CFG 4 (the DMD real score of `s2_cfg4`)", 50, 4.0),
+            "teacher_50_cfg6": ("the teacher at 50 steps with CFG 6", 50, 6.0)}
 
 
 def dataset(w: Path, name: str) -> Path:
@@ -121,9 +125,10 @@ def judged(w: Path, name: str, seeds: list[int], n: int) -> dict:
     cache = w / name / f"eval_{'-'.join(map(str, seeds))}_{n}.json"
     if cache.exists():
         return json.loads(cache.read_text())
-    folder, steps = (teacher_path(), 50) if name == TEACHER else (train(w, name), None)
+    folder, steps, guidance = (teacher_path(), *TEACHERS[name][1:]) if name in TEACHERS else (train(w, name), None,
+                                                                                                None)
     print(f"= judging {name} on seed sets {seeds}", flush=True)
-    res = evaluate_seeds(folder, seeds, n, steps=steps)
+    res = evaluate_seeds(folder, seeds, n, steps=steps, guidance=guidance)
     res.pop("images")
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps(res))
@@ -143,19 +148,21 @@ def main() -> int:
 
     w, seeds, n = ROOT / args.work, parse_seeds(args.seeds), args.n_per_category
     names = args.only.split(",") if args.only else list(EXPERIMENTS)
-    unknown = [x for x in names + [args.reference] if x not in EXPERIMENTS]
+    unknown = [x for x in names + [args.reference] if x not in EXPERIMENTS and x not in TEACHERS]
     if unknown:
-        raise SystemExit(f"unknown experiment(s) {unknown}; known: {sorted(EXPERIMENTS)}")
+        raise SystemExit(f"unknown experiment(s) {unknown}; known: {sorted(EXPERIMENTS) + sorted(TEACHERS)}")
     for name in names:
         judged(w, name, seeds, n)
-    done = [x for x in EXPERIMENTS if (w / x / "student" / "flashdistill.json").exists()]
-    rows = {x: judged(w, x, seeds, n) for x in [TEACHER, args.reference] + done}
+    cache = f"eval_{'-'.join(map(str, seeds))}_{n}.json"
+    done = ([x for x in TEACHERS if x != TEACHER and (w / x / cache).exists()]
+            + [x for x in EXPERIMENTS if (w / x / "student" / "flashdistill.json").exists()])
+    rows = {x: judged(w, x, seeds, n) for x in dict.fromkeys([TEACHER, args.reference] + done)}
     ref = rows[args.reference]
     lines = [f"| experiment | change | ShapesEval [95% CI] | Δ vs `{args.reference}` (paired) | held-out "
              f"[95% CI] | Δ held-out (paired) | FD [95% CI] |", "|---|---|---|---|---|---|---|"]
     table = {}
     for name, res in rows.items():
-        entry = {"change": "the 50-step CFG teacher" if name == TEACHER else EXPERIMENTS[name][0]}
+        entry = {"change": TEACHERS[name][0] if name in TEACHERS else EXPERIMENTS[name][0]}
         cells = []
         for split in ("train", "heldout"):
             r = res[split]
@@ -165,7 +172,10 @@ def main() -> int:
         entry["fd"] = [res["train"].get("fd"), *res["train"].get("fd_ci95", [None, None])]
         table[name] = entry
         lines.append(f"| `{name}` | {entry['change']} | " + " | ".join(cells) + f" | {format_fd(res['train'])} |")
-    cmd = "python benchmarks/sd35_flash_experiments.py " + " ".join(sys.argv[1:])
+    # the command that regenerates the whole table (every experiment, not only this call's --only)
+    cmd = " ".join(["python benchmarks/sd35_flash_experiments.py"]
+                   + [f"--{k.replace('_', '-')} {v}" for k, v in (("reference", args.reference), ("seeds", args.seeds),
+                      ("n_per_category", n)) if str(v) != str(ap.get_default(k))])
     out = ROOT / args.results
     (out / "sd35_flash_experiments.md").write_text(
         f"# SD3.5-Flash on SD3-nano: experiment log\n\nRegenerate: `{cmd}` (each experiment's student and scores "
