@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -33,17 +34,21 @@ def prepare(w: Path, bb: str, teacher: str, images: Path, iters: int) -> Path:
     """Encode the pairs with this teacher and train its LoRA student (skipped when they exist)."""
     _, config, data_config = BACKBONES[bb]
     data, out = w / bb / "data", w / bb / "student"
-    if not (data / "index.json").exists():
-        sh(FD + ["generate-data", "--config", CFG / data_config, "--images", images, "--out", data,
-                 f"model={teacher}"])
-    if (out / "flashdistill.json").exists():
-        return out
+    # always called: a complete folder is checked against this teacher's weights (refused, naming the folder, when
+    # the teacher changed) and otherwise left as it is
+    sh(FD + ["generate-data", "--config", CFG / data_config, "--images", images, "--out", data, f"model={teacher}"])
     cfg = yaml.safe_load((CFG / config).read_text())
     cfg.update(teacher=teacher, data=str(data), out=str(out), phase_every=-(-iters // 4))
     cfg["train"] = {**cfg["train"], "run_dir": str(w / bb / "run"), "max_steps": iters, "overwrite": True,
                     "log": {"progress_bar": False, "every": 5}}
     path = w / bb / "student.yaml"
-    path.write_text(f"# flashdistill distill --config {path}\n" + yaml.safe_dump(cfg, sort_keys=False))
+    text = f"# flashdistill distill --config {path}\n" + yaml.safe_dump(cfg, sort_keys=False)
+    if (out / "flashdistill.json").exists():
+        if path.is_file() and path.read_text() == text:
+            return out
+        print(f"= {out} was trained with another config: retrained", flush=True)
+        shutil.rmtree(out)
+    path.write_text(text)
     cost = sh(FD + ["distill", "--config", path])
     (w / bb / "cost.json").write_text(json.dumps(cost) + "\n")
     return out

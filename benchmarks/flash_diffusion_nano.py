@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -60,9 +61,6 @@ def sh(args: list) -> dict:
 
 def train(w: Path, name: str, changes: dict, drop: list, iters: int, data: Path) -> Path:
     out = w / name
-    if (out / "flashdistill.json").exists():
-        print(f"= {out} exists, skipped")
-        return out
     cfg = yaml.safe_load((CFG / "nano.yaml").read_text())
     cfg.update(changes)
     for key in drop:
@@ -71,7 +69,14 @@ def train(w: Path, name: str, changes: dict, drop: list, iters: int, data: Path)
     cfg["train"] = {**cfg["train"], "run_dir": str(w / f"run_{name}"), "max_steps": iters, "overwrite": True,
                     "log": {"progress_bar": False, "every": 5}}
     path = w / f"{name}.yaml"
-    path.write_text(f"# flashdistill distill --config {path}\n" + yaml.safe_dump(cfg, sort_keys=False))
+    text = f"# flashdistill distill --config {path}\n" + yaml.safe_dump(cfg, sort_keys=False)
+    if (out / "flashdistill.json").exists():
+        if path.is_file() and path.read_text() == text:
+            print(f"= {out} exists with the same config, skipped")
+            return out
+        print(f"= {out} was trained with another config (shipped nano.yaml changed?): retrained")
+        shutil.rmtree(out)
+    path.write_text(text)
     cost = sh(FD + ["distill", "--config", path])
     (w / f"run_{name}" / "cost.json").write_text(json.dumps(cost) + "\n")
     return out
