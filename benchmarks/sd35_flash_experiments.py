@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -107,13 +108,19 @@ def dataset(w: Path, name: str) -> Path:
 
 def train(w: Path, name: str) -> Path:
     _, config, data, parent, overrides = EXPERIMENTS[name]
-    out = w / name / "student"
+    out, record = w / name / "student", w / name / "experiment.json"
+    what = json.dumps({"config": config, "data": data, "parent": parent, "overrides": overrides})
     if (out / "flashdistill.json").exists():
-        return out
+        if not record.is_file() or record.read_text() == what:  # (students from before the record: kept)
+            record.write_text(what)
+            return out
+        print(f"= {name} was trained as {record.read_text()}: retrained", flush=True)
+        shutil.rmtree(w / name)
     init = [f"init_student={train(w, parent)}"] if parent else []
     sh(FD + ["distill", "--config", CFG / config, f"data={dataset(w, data)}", f"out={out}",
              f"train.run_dir={w / name / 'run'}", "train.overwrite=true", "train.log.progress_bar=false"]
        + init + overrides)
+    record.write_text(what)
     return out
 
 
@@ -122,11 +129,12 @@ def judged(w: Path, name: str, seeds: list[int], n: int) -> dict:
     from flashdistill.eval.model_eval import evaluate_seeds
     from flashdistill.shapes.nano import teacher_path
 
+    # a student is (re)trained first: one whose experiment changed is retrained, and its old scores go with it
+    folder, steps, guidance = (teacher_path(), *TEACHERS[name][1:]) if name in TEACHERS else (train(w, name), None,
+                                                                                                None)
     cache = w / name / f"eval_{'-'.join(map(str, seeds))}_{n}.json"
     if cache.exists():
         return json.loads(cache.read_text())
-    folder, steps, guidance = (teacher_path(), *TEACHERS[name][1:]) if name in TEACHERS else (train(w, name), None,
-                                                                                                None)
     print(f"= judging {name} on seed sets {seeds}", flush=True)
     res = evaluate_seeds(folder, seeds, n, steps=steps, guidance=guidance)
     res.pop("images")
