@@ -36,6 +36,59 @@ def stage(config: str, out: Path, overrides: list[str]) -> None:
              "train.log.progress_bar=false"] + overrides)
 
 
+def verdict(mean: float, lo: float, hi: float, bar: float = 0.0) -> str:
+    """A target "difference ≥ bar" read from a paired difference and its 95% interval."""
+    if lo >= bar:
+        return "**met** (the interval clears it)"
+    if mean >= bar:
+        return "met in the mean, not beyond doubt (the interval reaches below)"
+    return "not met" + (" (the interval excludes it)" if hi < bar else " (the interval reaches it)")
+
+
+def target_lines(res: dict) -> tuple[list[str], dict]:
+    """The issue's targets, each from paired differences (same prompts and noises) with 95% intervals."""
+    from flashdistill.eval.protocol import paired_difference, t_interval
+
+    def diff(a, b, split="train", scale=1.0):
+        return paired_difference(res[a][split]["cells"], res[b][split]["cells"], scale_b=scale)
+
+    def fd_ratio(a, b):
+        seeds = sorted(res[a]["per_seed"])
+        return t_interval([res[a]["per_seed"][k]["train"]["fd"] / res[b]["per_seed"][k]["train"]["fd"]
+                           for k in seeds])
+
+    teacher = res["teacher_50"]["train"]["shapes_eval"]
+    rows, out = [], {}
+
+    def add(name, text, d, bar=0.0):
+        v = verdict(*d, bar=bar)
+        out[name] = {"difference": list(d), "bar": bar, "verdict": v.replace("*", "")}
+        rows.append(f"| {text} | {d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}] | {v} |")
+
+    for key, label in (("student_4", "4-step (stage 2)"), ("student_4_split", "4-step (split-timestep merged)")):
+        ratio = res[key]["train"]["shapes_eval"] / teacher
+        add(f"{key}_vs_teacher", f"{label}: ShapesEval ≥ 1.0× the 50-step teacher ({ratio:.2f}×); student − "
+            "teacher", diff(key, "teacher_50"))
+        f = fd_ratio(key, "teacher_50")
+        out[f"{key}_fd_ratio"] = list(f)
+        rows.append(f"| {label}: FD ≤ 1.0× the teacher's; FD ratio per seed set | {f[0]:.2f} [{f[1]:.2f}, "
+                    f"{f[2]:.2f}] | {'**met**' if f[2] <= 1 else 'met in the mean' if f[0] <= 1 else 'not met'} |")
+        add(f"{key}_heldout", f"{label}: held-out within 0.05 of the teacher's; student − teacher, held-out",
+            diff(key, "teacher_50", "heldout"), bar=-0.05)
+    ratio = res["student_2"]["train"]["shapes_eval"] / teacher
+    add("student_2_vs_teacher", f"2-step: ShapesEval ≥ 0.9× the teacher ({ratio:.2f}×); student − 0.9·teacher",
+        diff("student_2", "teacher_50", scale=0.9))
+    add("student_2_vs_euler_2", "2-step: far above the teacher's 2-step Euler; student − Euler",
+        diff("student_2", "teacher_euler_2"))
+    add("student_2_heldout", "2-step: held-out within 0.05 of the teacher's; student − teacher, held-out",
+        diff("student_2", "teacher_50", "heldout"), bar=-0.05)
+    d = diff("student_4_split", "student_4")
+    out["split_effect"] = {"difference": list(d)}
+    rows.append(f"| split-timestep merge: its effect; merged − stage 2 | {d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}] | "
+                + ("an effect" if d[1] > 0 or d[2] < 0 else "no measurable effect") + " |")
+    return ["| target | paired difference [95% CI] | verdict |", "|---|---|---|"] + rows, out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--work", default="runs/sd35_flash_nano")
@@ -115,6 +168,7 @@ def main() -> int:
         summary[key] = {"label": label, **summary_row(res)}
 
     lines = results_table(results, CATEGORIES)
+    goal_lines, goals = target_lines({key: results[label] for label, (key, _, _) in rows.items()})
     out = ROOT / args.results
     out.mkdir(parents=True, exist_ok=True)
     comparison_grid(pictures, out / "sd35_flash_nano_grid.png", n=10)
@@ -148,7 +202,9 @@ def main() -> int:
         f"each, {results[next(iter(results))]['train']['n_prompts']} train prompts in all; the same prompts and "
         "noises for every model, never a training sample's noise) with a 95% bootstrap interval (FD: Student-t "
         "over the sets).\n\n"
-        + "\n".join(lines) + f"\n\n## Split-timestep merge sweep (ShapesEval, {args.n_per_category} prompts per "
+        + "\n".join(lines) + "\n\n## Targets\n\nEach target is read from the paired difference (same prompts and "
+        "noises) with its 95% bootstrap interval; FD from the ratio per seed set with a Student-t interval.\n\n"
+        + "\n".join(goal_lines) + f"\n\n## Split-timestep merge sweep (ShapesEval, {args.n_per_category} prompts per "
         "category)\n\n" + sweep
         + "\n![grid](sd35_flash_nano_grid.png)\n\n## Loss curves\n\n"
         + "\n".join(f"![{name}]({name})" for name in curve_files) + "\n")
@@ -156,9 +212,10 @@ def main() -> int:
     for part in ("split_low", "split_high"):
         info = json.loads((w / part / "flashdistill.json").read_text())
         branch_info[part] = {k: info.get(k) for k in ("branch_divergence", "student_updates")}
-    (out / "sd35_flash_nano.json").write_text(json.dumps({"summary": summary, "branches": branch_info, "protocol": {
-        "seeds": seeds, "n_per_category": args.n_per_category, "merge_selection_seeds": [0],
-        "command": cmd}, "results": json.loads(scores_json(results))}, indent=2) + "\n")
+    protocol = {"seeds": seeds, "n_per_category": args.n_per_category, "merge_selection_seeds": [0], "command": cmd}
+    (out / "sd35_flash_nano.json").write_text(json.dumps({
+        "summary": summary, "targets": goals, "branches": branch_info, "protocol": protocol,
+        "results": json.loads(scores_json(results))}, indent=2) + "\n")
     print("\n".join(lines))
     return 0
 

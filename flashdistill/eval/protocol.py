@@ -62,14 +62,16 @@ def bootstrap_ci(cells: Sequence[Sequence[Sequence[bool]]], n_boot: int = 2000, 
     return mean, float(np.quantile(reps, alpha)), float(np.quantile(reps, 1 - alpha))
 
 
-def paired_difference(cells_a, cells_b, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    """``(mean, lo, hi)`` of score(a) − score(b) when both judged the same prompts with the same noises (the
-    ``cells`` of two :func:`~flashdistill.eval.model_eval.evaluate_seeds` results): the per-prompt differences
-    are bootstrapped as :func:`bootstrap_ci` does, which is tighter than comparing two separate intervals."""
+def paired_difference(cells_a, cells_b, n_boot: int = 2000, seed: int = 0,
+                      scale_b: float = 1.0) -> tuple[float, float, float]:
+    """``(mean, lo, hi)`` of score(a) − scale_b·score(b) when both judged the same prompts with the same noises
+    (the ``cells`` of two :func:`~flashdistill.eval.model_eval.evaluate_seeds` results): the per-prompt
+    differences are bootstrapped as :func:`bootstrap_ci` does, which is tighter than comparing two separate
+    intervals. ``scale_b`` tests a ratio target: "a ≥ 0.9× b" holds with confidence when ``lo > 0`` at 0.9."""
     if len(cells_a) != len(cells_b) or any(len(a) != len(b) for a, b in zip(cells_a, cells_b)):
         raise ValueError("paired_difference: the two results judged different seed sets or categories")
-    diffs = [[np.asarray(ca, dtype=np.float64) - np.asarray(cb, dtype=np.float64) for ca, cb in zip(sa, sb)]
-             for sa, sb in zip(cells_a, cells_b)]
+    diffs = [[np.asarray(ca, dtype=np.float64) - scale_b * np.asarray(cb, dtype=np.float64)
+              for ca, cb in zip(sa, sb)] for sa, sb in zip(cells_a, cells_b)]
     return bootstrap_ci(diffs, n_boot=n_boot, seed=seed)
 
 

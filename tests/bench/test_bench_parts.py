@@ -142,6 +142,10 @@ def test_paired_difference_of_identical_and_shifted_results():
     assert mean == pytest.approx(expected) and lo <= mean <= hi and lo > 0
     with pytest.raises(ValueError, match="different"):
         paired_difference(cells[:1], cells)
+    # a ratio target: a − 0.9·b, per prompt (a = b scores 0.1·score(b), never 0)
+    mean, lo, hi = paired_difference(cells, cells, scale_b=0.9)
+    score = np.mean([[c.mean() for c in s] for s in cells])
+    assert mean == pytest.approx(0.1 * score) and 0 <= lo <= mean <= hi
 
 
 def test_memory_estimates_arithmetic_and_folder_counts(tiny_student, tiny_pipe):
