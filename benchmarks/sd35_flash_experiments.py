@@ -44,6 +44,11 @@ EXPERIMENTS = {
                 "s1_600", ["train.max_steps=150", "proxy_updates=3", "warmup_noisier=20", "last_step_dmd=renoise"]),
     "s2_p1536": ("`s2_base` on 1536 prompts (DMD needs no teacher sample per prompt)", "nano_dmd.yaml",
                  "d1536_20", "s1_600", ["train.max_steps=150", "proxy_updates=3", "warmup_noisier=20"]),
+    # run-to-run variation: `s2_base` again with other seeds of its random draws (noise, steps, heads)
+    "s2_seed1": ("`s2_base` with seed 1 (run-to-run variation)", "nano_dmd.yaml", "d384_20", "s1_600",
+                 ["train.max_steps=150", "proxy_updates=3", "warmup_noisier=20", "seed=1"]),
+    "s2_seed2": ("`s2_base` with seed 2 (run-to-run variation)", "nano_dmd.yaml", "d384_20", "s1_600",
+                 ["train.max_steps=150", "proxy_updates=3", "warmup_noisier=20", "seed=2"]),
     # the 2-step student: trajectory guidance on (1, .5, 0) from the 4-step stage-1 student, then stage 2 as shipped
     "s1_2step": ("2-step: stage 1 on (1, .5), 600 iterations, from `s1_600`", "nano_pretrain.yaml", "d384_20",
                  "s1_600", ["num_steps=2", "train.max_steps=600"]),
