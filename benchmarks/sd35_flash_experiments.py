@@ -44,6 +44,8 @@ EXPERIMENTS = {
                 "s1_600", ["train.max_steps=150", "proxy_updates=3", "warmup_noisier=20", "last_step_dmd=renoise"]),
     "s2_p1536": ("`s2_base` on 1536 prompts (DMD needs no teacher sample per prompt)", "nano_dmd.yaml",
                  "d1536_20", "s1_600", ["train.max_steps=150", "proxy_updates=3", "warmup_noisier=20"]),
+    "s2_ema": ("`s2_base` exporting an EMA of the student (decay 0.95, warm-up)", "nano_dmd.yaml", "d384_20", "s1_600",
+               ["train.max_steps=150", "proxy_updates=3", "warmup_noisier=20", "ema_decay=0.95", "ema_warmup=true"]),
     # run-to-run variation: `s2_base` again with other seeds of its random draws (noise, steps, heads)
     "s2_seed1": ("`s2_base` with seed 1 (run-to-run variation)", "nano_dmd.yaml", "d384_20", "s1_600",
                  ["train.max_steps=150", "proxy_updates=3", "warmup_noisier=20", "seed=1"]),
