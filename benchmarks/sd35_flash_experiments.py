@@ -73,8 +73,6 @@ EXPERIMENTS = {
     "s2_cfg4": ("`s2_base` with the DMD real score at CFG 4 (the teacher's own scale is 2.5)", "nano_dmd.yaml",
                 "d384_20", "s1_600", ["train.max_steps=150", "proxy_updates=3", "warmup_noisier=20",
                                       "guidance_scale=4"]),
-    "s2_cfg6": ("`s2_base` with the DMD real score at CFG 6", "nano_dmd.yaml", "d384_20", "s1_600",
-                ["train.max_steps=150", "proxy_updates=3", "warmup_noisier=20", "guidance_scale=6"]),
     "s2_adv0": ("`s2_base` without the adversarial term (adv_weight 0)", "nano_dmd.yaml", "d384_20", "s1_600",
                 ["train.max_steps=150", "proxy_updates=3", "warmup_noisier=20", "adv_weight=0"]),
     # the 2-step student (nano_2step.yaml: stage 2 on (1, .5) with the gram loss), from the 4-step stage-2 student
@@ -89,8 +87,7 @@ EXPERIMENTS = {
 TEACHER = "teacher_50"  # the 50-step CFG teacher, judged once and kept like an experiment
 # teachers judged like experiments: name -> (what it is, steps, CFG scale; None: the folder's own)
 TEACHERS = {TEACHER: ("the 50-step CFG teacher", 50, None),
-            "teacher_50_cfg4": ("the teacher at 50 steps with CFG 4 (the DMD real score of `s2_cfg4`)", 50, 4.0),
-            "teacher_50_cfg6": ("the teacher at 50 steps with CFG 6", 50, 6.0)}
+            "teacher_50_cfg4": ("the teacher at 50 steps with CFG 4 (the DMD real score of `s2_cfg4`)", 50, 4.0)}
 
 
 def dataset(w: Path, name: str) -> Path:
