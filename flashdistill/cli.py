@@ -52,12 +52,20 @@ def _no_torchvision_fallback_note(record: logging.LogRecord) -> bool:
     return "requires torchvision (not installed)" not in record.getMessage()
 
 
+def _no_empty_fp32_list_note(record: logging.LogRecord) -> bool:
+    return "should be kept in float32: []" not in record.getMessage()
+
+
 def _quiet_torchvision_fallback() -> None:
-    """Importing diffusers' SD3 pipeline makes transformers warn that its image processors fall back to PIL
-    without torchvision; we never use them (no image encoder), so the CLI drops exactly that message."""
-    logger = logging.getLogger("transformers.utils.import_utils")
-    if _no_torchvision_fallback_note not in logger.filters:
-        logger.addFilter(_no_torchvision_fallback_note)
+    """Drop two library notes that say nothing here: importing diffusers' SD3 pipeline makes transformers warn that
+    its image processors fall back to PIL without torchvision (we use none); and diffusers warns on every dtype
+    cast of a model that its fp32-only modules would be cast too, even when that list is empty (``[]``). The
+    same warning with modules in the list still shows."""
+    for name, note in (("transformers.utils.import_utils", _no_torchvision_fallback_note),
+                       ("diffusers.models.modeling_utils", _no_empty_fp32_list_note)):
+        logger = logging.getLogger(name)
+        if note not in logger.filters:
+            logger.addFilter(note)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -70,7 +70,7 @@ def test_scheduler_sigmas_match_diffusers(tiny_pipe):
     assert sigmas == [float(s) for s in sched.sigmas] and sigmas[-1] == 0.0 and len(sigmas) == 5
 
 
-def test_cli_drops_only_the_torchvision_fallback_note():
+def test_cli_drops_only_the_two_empty_library_notes():
     import logging
 
     from flashdistill.cli import _quiet_torchvision_fallback
@@ -85,6 +85,12 @@ def test_cli_drops_only_the_torchvision_fallback_note():
 
     assert not logger.filter(record("`CLIPImageProcessor` requires torchvision (not installed); falling back"))
     assert logger.filter(record("something else worth seeing"))
+    # diffusers' dtype-cast note is dropped only when its list of fp32-only modules is empty
+    diffusers_log = logging.getLogger("diffusers.models.modeling_utils")
+    assert len(diffusers_log.filters) == 1
+    note = "There are modules in SD3Transformer2DModel that should be kept in float32: {}. Casting directly"
+    assert not diffusers_log.filter(record(note.format("[]")))
+    assert diffusers_log.filter(record(note.format("['norm_out']")))
 
 
 @pytest.mark.parametrize("flags, named", [(["--steps", "0"], "--steps 0"), (["--steps", "-2"], "--steps -2"),
