@@ -111,6 +111,18 @@ def _format(row: dict, metric: str) -> str:
     return f"{value:.3f}" + (f" [{row['ci95'][0]:.3f}, {row['ci95'][1]:.3f}]" if row.get("ci95") else "")
 
 
+def _same_sampler(low: str, high: str) -> None:
+    """Two split branches of one student share its sampler; the merged folder keeps the low branch's settings, so
+    branches that sample differently (another grid, shift or step count) are refused, naming the key."""
+    from ..pipelines.folders import read_run_settings
+
+    a, b = read_run_settings(low), read_run_settings(high)
+    for key in ("sigmas", "num_inference_steps", "grid_shift", "guidance_scale"):
+        if a.get(key) != b.get(key):
+            raise ConfigError(f"--low {low} and --high {high} sample differently ({key}: {a.get(key)} vs "
+                              f"{b.get(key)}): merge the two branches of one student")
+
+
 def run(args) -> int:
     import shutil
 
@@ -122,6 +134,7 @@ def run(args) -> int:
     if set(selection) & set(report):
         raise ConfigError(f"--selection-seeds {selection} and --report-seeds {report} overlap: a ratio chosen on "
                           "a seed set must be reported on others")
+    _same_sampler(args.low, args.high)
     judge = _judge(args)
     low_pipe = load_pipeline(args.low)
     high_state = load_pipeline(args.high).transformer.state_dict()

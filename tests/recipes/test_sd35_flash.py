@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -239,6 +240,22 @@ def test_merge_with_one_ratio_interpolates_exactly_and_records_it(data_dir, pre_
     assert main(["merge", "--low", str(pre_student), "--high", str(pre_student), "--out", str(out),
                  "--ratios", "x"]) == 2
     assert "--ratios x" in capsys.readouterr().err
+    # branches on a shifted grid keep it; branches that sample differently are refused, naming the key
+    shifted = []
+    for name in ("shift_low", "shift_high"):
+        shutil.copytree(pre_student if name == "shift_low" else data_dir / "branch_high", data_dir / name)
+        info = json.loads((data_dir / name / "flashdistill.json").read_text())
+        info.update(sigmas=[1.0, 0.9, 0.75, 0.5], grid_shift=3.0)
+        (data_dir / name / "flashdistill.json").write_text(json.dumps(info))
+        shifted.append(str(data_dir / name))
+    assert main(["merge", "--low", shifted[0], "--high", shifted[1], "--out", str(data_dir / "m3"),
+                 "--ratios", "0.5"]) == 0
+    merged_info = json.loads((data_dir / "m3" / "flashdistill.json").read_text())
+    assert merged_info["sigmas"] == [1.0, 0.9, 0.75, 0.5] and merged_info["grid_shift"] == 3.0
+    assert main(["merge", "--low", shifted[0], "--high", str(data_dir / "branch_high"), "--out",
+                 str(data_dir / "mixed"), "--ratios", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "sigmas" in err and shifted[0] in err and not (data_dir / "mixed").exists()
 
 
 @pytest.mark.parametrize("num_steps", [4, 2])
