@@ -84,6 +84,9 @@ EXPERIMENTS = {
     "s2_pu1": ("`s2_base` with proxy_updates 1 (3x the generator updates)", "nano_dmd.yaml", "d384_20", "s1_600",
                ["train.max_steps=150", "proxy_updates=1", "warmup_noisier=20"]),
 }
+# the same recipe trained with other seeds of its random draws: the spread between single training runs, which
+# a paired interval (evaluation prompts and noises only) does not contain
+REPLICATES = {"s2_base": ["s2_seed1", "s2_seed2"]}
 TEACHER = "teacher_50"  # the 50-step CFG teacher, judged once and kept like an experiment
 # teachers judged like experiments: name -> (what it is, steps, CFG scale; None: the folder's own)
 TEACHERS = {TEACHER: ("the 50-step CFG teacher", 50, None),
@@ -147,6 +150,46 @@ def judged(w: Path, name: str, seeds: list[int], n: int) -> dict:
     return res
 
 
+def run_to_run(rows: dict) -> tuple[str, dict]:
+    """Markdown + JSON of the spread between training runs of one recipe (``REPLICATES`` whose runs are judged)."""
+    import numpy as np
+
+    text, out = "", {}
+    for base, others in REPLICATES.items():
+        names = [x for x in [base] + others if x in rows]
+        if len(names) < 2:
+            continue
+        scores = np.array([rows[x]["train"]["shapes_eval"] for x in names])
+        sd = float(scores.std(ddof=1))
+        band = 1.96 * np.sqrt(2) * sd  # the 95% range of the difference between two single runs
+        out[base] = {"runs": names, "scores": scores.tolist(), "mean": float(scores.mean()), "sd": sd,
+                     "two_run_band": float(band)}
+        text += (f"\n## Run-to-run variation\n\n`{base}`'s recipe trained {len(names)} times with different seeds "
+                 f"of its random draws ({', '.join(f'`{x}`' for x in names)}): ShapesEval "
+                 f"{' / '.join(f'{v:.3f}' for v in scores)}, mean {scores.mean():.3f}, SD {sd:.3f}. Two single runs "
+                 f"of the same recipe differ by up to ±{band:.3f} (95%, 1.96·√2·SD), which the paired intervals "
+                 "above do not contain (they hold the evaluation prompts and noises, one training run per row): a "
+                 "Δ between single runs inside that band is not evidence of an effect.\n")
+    return text, out
+
+
+def replicate_mean(rows: dict):
+    """``(name, cells, margin)``: the per-prompt mean of a replicated recipe's runs (a paired reference that
+    averages the training randomness) and the 95% margin of one run against that mean, 1.96·SD·√(1 + 1/k);
+    ``(name, None, None)`` without replicates."""
+    import numpy as np
+
+    base, others = next(iter(REPLICATES.items()))
+    names = [x for x in [base] + others if x in rows]
+    if len(names) < 2:
+        return base, None, None
+    runs = [rows[x]["train"]["cells"] for x in names]
+    mean = [[np.mean([np.asarray(r[s][c], dtype=np.float64) for r in runs], axis=0) for c in range(len(runs[0][s]))]
+            for s in range(len(runs[0]))]
+    sd = float(np.std([rows[x]["train"]["shapes_eval"] for x in names], ddof=1))
+    return base, mean, 1.96 * sd * (1 + 1 / len(names)) ** 0.5
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--work", default="runs/sd35_flash_experiments")
@@ -170,8 +213,10 @@ def main() -> int:
             + [x for x in EXPERIMENTS if (w / x / "student" / "flashdistill.json").exists()])
     rows = {x: judged(w, x, seeds, n) for x in dict.fromkeys([TEACHER, args.reference] + done)}
     ref = rows[args.reference]
+    base, mean_cells, margin = replicate_mean(rows)
     lines = [f"| experiment | change | ShapesEval [95% CI] | Δ vs `{args.reference}` (paired) | held-out "
-             f"[95% CI] | Δ held-out (paired) | FD [95% CI] |", "|---|---|---|---|---|---|---|"]
+             f"[95% CI] | Δ held-out (paired) | FD [95% CI] | Δ vs the mean of `{base}`'s runs (stage 2) |",
+             "|---|---|---|---|---|---|---|---|"]
     table = {}
     for name, res in rows.items():
         entry = {"change": TEACHERS[name][0] if name in TEACHERS else EXPERIMENTS[name][0]}
@@ -183,7 +228,14 @@ def main() -> int:
             cells += [format_score(r), "–" if name == args.reference else f"{d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}]"]
         entry["fd"] = [res["train"].get("fd"), *res["train"].get("fd_ci95", [None, None])]
         table[name] = entry
-        lines.append(f"| `{name}` | {entry['change']} | " + " | ".join(cells) + f" | {format_fd(res['train'])} |")
+        vs_runs = "–"
+        if mean_cells is not None and name in EXPERIMENTS and EXPERIMENTS[name][1] == "nano_dmd.yaml":
+            d = paired_difference(res["train"]["cells"], mean_cells)
+            entry["delta_vs_runs"] = {"delta": d, "beyond_run_to_run": abs(d[0]) > margin}
+            vs_runs = f"{d[0]:+.3f}" + (" (beyond run-to-run)" if abs(d[0]) > margin else " (within run-to-run)")
+        lines.append(f"| `{name}` | {entry['change']} | " + " | ".join(cells) + f" | {format_fd(res['train'])} | "
+                     f"{vs_runs} |")
+    spread, spread_json = run_to_run(rows)
     # the command that regenerates the whole table (every experiment, not only this call's --only)
     cmd = " ".join(["python benchmarks/sd35_flash_experiments.py"]
                    + [f"--{k.replace('_', '-')} {v}" for k, v in (("reference", args.reference), ("seeds", args.seeds),
@@ -195,10 +247,10 @@ def main() -> int:
         "difference (same prompts and noises) with its 95% bootstrap interval. Datasets: "
         + ", ".join(f"`{k}` = {p} " + (f"prompts, teacher at {s} steps" if s else "real Shapes renders")
                     for k, (p, s) in DATASETS.items())
-        + ".\n\n" + "\n".join(lines) + "\n")
+        + ".\n\n" + "\n".join(lines) + "\n" + spread)
     (out / "sd35_flash_experiments.json").write_text(json.dumps(
         {"protocol": {"seeds": seeds, "n_per_category": n, "reference": args.reference, "command": cmd},
-         "experiments": table}, indent=2) + "\n")
+         "experiments": table, "run_to_run": spread_json}, indent=2) + "\n")
     print("\n".join(lines))
     return 0
 
