@@ -46,6 +46,10 @@ EXPERIMENTS = {
                  "d1536_20", "s1_600", ["train.max_steps=150", "proxy_updates=3", "warmup_noisier=20"]),
     "s2_ema": ("`s2_base` exporting an EMA of the student (decay 0.95, warm-up)", "nano_dmd.yaml", "d384_20", "s1_600",
                ["train.max_steps=150", "proxy_updates=3", "warmup_noisier=20", "ema_decay=0.95", "ema_warmup=true"]),
+    "s1_600_seed1": ("`s1_600` with seed 1 (run-to-run variation)", "nano_pretrain.yaml", "d384_20", None,
+                     ["train.max_steps=600", "seed=1"]),
+    "s1_600_seed2": ("`s1_600` with seed 2 (run-to-run variation)", "nano_pretrain.yaml", "d384_20", None,
+                     ["train.max_steps=600", "seed=2"]),
     # run-to-run variation: `s2_base` again with other seeds of its random draws (noise, steps, heads)
     "s2_seed1": ("`s2_base` with seed 1 (run-to-run variation)", "nano_dmd.yaml", "d384_20", "s1_600",
                  ["train.max_steps=150", "proxy_updates=3", "warmup_noisier=20", "seed=1"]),
@@ -86,7 +90,7 @@ EXPERIMENTS = {
 }
 # the same recipe trained with other seeds of its random draws: the spread between single training runs, which
 # a paired interval (evaluation prompts and noises only) does not contain
-REPLICATES = {"s2_base": ["s2_seed1", "s2_seed2"]}
+REPLICATES = {"s2_base": ["s2_seed1", "s2_seed2"], "s1_600": ["s1_600_seed1", "s1_600_seed2"]}
 TEACHER = "teacher_50"  # the 50-step CFG teacher, judged once and kept like an experiment
 # teachers judged like experiments: name -> (what it is, steps, CFG scale; None: the folder's own)
 TEACHERS = {TEACHER: ("the 50-step CFG teacher", 50, None),
