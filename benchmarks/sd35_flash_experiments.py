@@ -168,13 +168,13 @@ def run_to_run(rows: dict) -> tuple[str, dict]:
         band = 1.96 * np.sqrt(2) * sd  # the 95% range of the difference between two single runs
         out[base] = {"runs": names, "scores": scores.tolist(), "mean": float(scores.mean()), "sd": sd,
                      "two_run_band": float(band)}
-        text += (f"\n## Run-to-run variation\n\n`{base}`'s recipe trained {len(names)} times with different seeds "
+        text += (f"\n`{base}`'s recipe trained {len(names)} times with different seeds "
                  f"of its random draws ({', '.join(f'`{x}`' for x in names)}): ShapesEval "
                  f"{' / '.join(f'{v:.3f}' for v in scores)}, mean {scores.mean():.3f}, SD {sd:.3f}. Two single runs "
                  f"of the same recipe differ by up to ±{band:.3f} (95%, 1.96·√2·SD), which the paired intervals "
                  "above do not contain (they hold the evaluation prompts and noises, one training run per row): a "
                  "Δ between single runs inside that band is not evidence of an effect.\n")
-    return text, out
+    return ("\n## Run-to-run variation\n" + text if text else ""), out
 
 
 def replicate_mean(rows: dict):
