@@ -79,6 +79,10 @@ EXPERIMENTS = {
                                       "guidance_scale=4"]),
     "s2_adv0": ("`s2_base` without the adversarial term (adv_weight 0)", "nano_dmd.yaml", "d384_20", "s1_600",
                 ["train.max_steps=150", "proxy_updates=3", "warmup_noisier=20", "adv_weight=0"]),
+    "s2_adv0_seed1": ("`s2_adv0` with seed 1 (run-to-run variation)", "nano_dmd.yaml", "d384_20", "s1_600",
+                      ["train.max_steps=150", "proxy_updates=3", "warmup_noisier=20", "adv_weight=0", "seed=1"]),
+    "s2_adv0_seed2": ("`s2_adv0` with seed 2 (run-to-run variation)", "nano_dmd.yaml", "d384_20", "s1_600",
+                      ["train.max_steps=150", "proxy_updates=3", "warmup_noisier=20", "adv_weight=0", "seed=2"]),
     # the 2-step student (nano_2step.yaml: stage 2 on (1, .5) with the gram loss), from the 4-step stage-2 student
     # as the paper does, or from the 2-step stage-1 student
     "two_s2": ("2-step: nano_2step.yaml (gram loss), 150 iterations, from `s2_base`", "nano_2step.yaml", "d384_20",
@@ -90,7 +94,8 @@ EXPERIMENTS = {
 }
 # the same recipe trained with other seeds of its random draws: the spread between single training runs, which
 # a paired interval (evaluation prompts and noises only) does not contain
-REPLICATES = {"s2_base": ["s2_seed1", "s2_seed2"], "s1_600": ["s1_600_seed1", "s1_600_seed2"]}
+REPLICATES = {"s2_base": ["s2_seed1", "s2_seed2"], "s1_600": ["s1_600_seed1", "s1_600_seed2"],
+              "s2_adv0": ["s2_adv0_seed1", "s2_adv0_seed2"]}
 TEACHER = "teacher_50"  # the 50-step CFG teacher, judged once and kept like an experiment
 # teachers judged like experiments: name -> (what it is, steps, CFG scale; None: the folder's own)
 TEACHERS = {TEACHER: ("the 50-step CFG teacher", 50, None),
@@ -158,6 +163,8 @@ def run_to_run(rows: dict) -> tuple[str, dict]:
     """Markdown + JSON of the spread between training runs of one recipe (``REPLICATES`` whose runs are judged)."""
     import numpy as np
 
+    from flashdistill.eval.protocol import _T975 as T975
+
     text, out = "", {}
     for base, others in REPLICATES.items():
         names = [x for x in [base] + others if x in rows]
@@ -174,6 +181,21 @@ def run_to_run(rows: dict) -> tuple[str, dict]:
                  f"of the same recipe differ by up to ±{band:.3f} (95%, 1.96·√2·SD), which the paired intervals "
                  "above do not contain (they hold the evaluation prompts and noises, one training run per row): a "
                  "Δ between single runs inside that band is not evidence of an effect.\n")
+    first = next(iter(out), None)
+    for name, g in out.items():  # a replicated recipe against the first one: difference of means (pooled t)
+        if name == first:
+            continue
+        b = out[first]
+        k0, k1 = len(b["scores"]), len(g["scores"])
+        pooled = np.sqrt(((k0 - 1) * b["sd"] ** 2 + (k1 - 1) * g["sd"] ** 2) / (k0 + k1 - 2))
+        half = T975.get(k0 + k1 - 2, 1.96) * pooled * np.sqrt(1 / k0 + 1 / k1)
+        d = g["mean"] - b["mean"]
+        if not name.startswith(first.split("_")[0]):  # only recipes of the same stage are compared
+            continue
+        g["vs"] = {"recipe": first, "difference": [d, d - half, d + half]}
+        text += (f"\n`{name}`'s recipe against `{first}`'s, difference of the means over their training runs: "
+                 f"{d:+.3f} [{d - half:+.3f}, {d + half:+.3f}] (95%, pooled t over {k0 + k1 - 2} degrees of "
+                 "freedom): " + ("an effect" if d - half > 0 or d + half < 0 else "no measurable effect") + ".\n")
     return ("\n## Run-to-run variation\n" + text if text else ""), out
 
 
