@@ -190,8 +190,6 @@ def run_to_run(rows: dict) -> tuple[str, dict]:
         pooled = np.sqrt(((k0 - 1) * b["sd"] ** 2 + (k1 - 1) * g["sd"] ** 2) / (k0 + k1 - 2))
         half = T975.get(k0 + k1 - 2, 1.96) * pooled * np.sqrt(1 / k0 + 1 / k1)
         d = g["mean"] - b["mean"]
-        if not name.startswith(first.split("_")[0]):  # only recipes of the same stage are compared
-            continue
         g["vs"] = {"recipe": first, "difference": [d, d - half, d + half]}
         text += (f"\n`{name}`'s recipe against `{first}`'s, difference of the means over their training runs: "
                  f"{d:+.3f} [{d - half:+.3f}, {d + half:+.3f}] (95%, pooled t over {k0 + k1 - 2} degrees of "
