@@ -163,7 +163,7 @@ def run_to_run(rows: dict) -> tuple[str, dict]:
     """Markdown + JSON of the spread between training runs of one recipe (``REPLICATES`` whose runs are judged)."""
     import numpy as np
 
-    from flashdistill.eval.protocol import _T975 as T975
+    from flashdistill.eval.protocol import t_quantile
 
     text, out = "", {}
     for base, others in REPLICATES.items():
@@ -188,7 +188,7 @@ def run_to_run(rows: dict) -> tuple[str, dict]:
         b = out[first]
         k0, k1 = len(b["scores"]), len(g["scores"])
         pooled = np.sqrt(((k0 - 1) * b["sd"] ** 2 + (k1 - 1) * g["sd"] ** 2) / (k0 + k1 - 2))
-        half = T975.get(k0 + k1 - 2, 1.96) * pooled * np.sqrt(1 / k0 + 1 / k1)
+        half = t_quantile(k0 + k1 - 2) * pooled * np.sqrt(1 / k0 + 1 / k1)
         d = g["mean"] - b["mean"]
         g["vs"] = {"recipe": first, "difference": [d, d - half, d + half]}
         text += (f"\n`{name}`'s recipe against `{first}`'s, difference of the means over their training runs: "

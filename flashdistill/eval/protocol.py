@@ -18,8 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 
 __all__ = ["EVAL_SEEDS", "SELECTION_SEEDS", "parse_seeds", "bootstrap_ci", "paired_difference", "t_interval",
-           "summary_row", "format_score",
-           "format_fd", "results_table"]
+           "t_quantile", "summary_row", "format_score", "format_fd", "results_table"]
 
 EVAL_SEEDS = (1, 2, 3, 4)
 SELECTION_SEEDS = (0,)
@@ -75,6 +74,11 @@ def paired_difference(cells_a, cells_b, n_boot: int = 2000, seed: int = 0,
     return bootstrap_ci(diffs, n_boot=n_boot, seed=seed)
 
 
+def t_quantile(df: int) -> float:
+    """The two-sided 95% Student-t quantile for ``df`` degrees of freedom (1.96 beyond the table's 9)."""
+    return _T975.get(df, 1.96)
+
+
 def t_interval(values: Sequence[float]) -> tuple[float, float, float]:
     """``(mean, lo, hi)``: a 95% Student-t interval of the mean of a few per-seed-set values."""
     v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=np.float64)
@@ -82,7 +86,7 @@ def t_interval(values: Sequence[float]) -> tuple[float, float, float]:
         return float("nan"), float("nan"), float("nan")
     if len(v) == 1:
         return float(v[0]), float("nan"), float("nan")
-    half = _T975.get(len(v) - 1, 1.96) * v.std(ddof=1) / math.sqrt(len(v))
+    half = t_quantile(len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))
     return float(v.mean()), float(v.mean() - half), float(v.mean() + half)
 
 

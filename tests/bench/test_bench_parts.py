@@ -12,7 +12,7 @@ import torch
 from flashdistill.bench.latency import Breakdown, _Clock, measure_variant, widen_positions
 from flashdistill.bench.paper import PAPER_PEAK_GIB, folder_params, memory_estimates
 from flashdistill.bench.passes import PassRecorder, replay_cost
-from flashdistill.eval.protocol import paired_difference
+from flashdistill.eval.protocol import paired_difference, t_quantile
 from flashdistill.models.sd3 import SD3Adapter, SD3TextEncoder
 
 
@@ -142,6 +142,7 @@ def test_paired_difference_of_identical_and_shifted_results():
     assert mean == pytest.approx(expected) and lo <= mean <= hi and lo > 0
     with pytest.raises(ValueError, match="different"):
         paired_difference(cells[:1], cells)
+    assert t_quantile(4) == pytest.approx(2.776) and t_quantile(50) == 1.96  # pooled-t comparisons of runs
     # a ratio target: a − 0.9·b, per prompt (a = b scores 0.1·score(b), never 0)
     mean, lo, hi = paired_difference(cells, cells, scale_b=0.9)
     score = np.mean([[c.mean() for c in s] for s in cells])
