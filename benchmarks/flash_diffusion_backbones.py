@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
 import yaml
-from flash_diffusion_nano import FD, ROOT, seconds_per_iteration, sh
+from flash_diffusion_nano import FD, ROOT, needs_training, seconds_per_iteration, sh
 
 CFG = ROOT / "configs" / "flash_diffusion"
 # backbone -> (shipped teacher name, recipe config, data config)
@@ -42,13 +41,8 @@ def prepare(w: Path, bb: str, teacher: str, images: Path, iters: int) -> Path:
     cfg["train"] = {**cfg["train"], "run_dir": str(w / bb / "run"), "max_steps": iters, "overwrite": True,
                     "log": {"progress_bar": False, "every": 5}}
     path = w / bb / "student.yaml"
-    text = f"# flashdistill distill --config {path}\n" + yaml.safe_dump(cfg, sort_keys=False)
-    if (out / "flashdistill.json").exists():
-        if path.is_file() and path.read_text() == text:
-            return out
-        print(f"= {out} was trained with another config: retrained", flush=True)
-        shutil.rmtree(out)
-    path.write_text(text)
+    if not needs_training(path, cfg, out):
+        return out
     cost = sh(FD + ["distill", "--config", path])
     (w / bb / "cost.json").write_text(json.dumps(cost) + "\n")
     return out

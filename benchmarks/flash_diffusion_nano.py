@@ -59,6 +59,20 @@ def sh(args: list) -> dict:
     return {"seconds": time.time() - t0, "peak_rss_mib": usage.ru_maxrss / 1024}  # Linux: ru_maxrss in KiB
 
 
+def needs_training(path: Path, cfg: dict, out: Path) -> bool:
+    """Write ``cfg`` to ``path`` unless ``out`` was already trained from exactly that config (then False); a
+    student trained from another config (the shipped one changed) is removed and retrained."""
+    text = f"# flashdistill distill --config {path}\n" + yaml.safe_dump(cfg, sort_keys=False)
+    if (out / "flashdistill.json").exists():
+        if path.is_file() and path.read_text() == text:
+            print(f"= {out} exists with the same config, skipped", flush=True)
+            return False
+        print(f"= {out} was trained with another config: retrained", flush=True)
+        shutil.rmtree(out)
+    path.write_text(text)
+    return True
+
+
 def train(w: Path, name: str, changes: dict, drop: list, iters: int, data: Path) -> Path:
     out = w / name
     cfg = yaml.safe_load((CFG / "nano.yaml").read_text())
@@ -69,14 +83,8 @@ def train(w: Path, name: str, changes: dict, drop: list, iters: int, data: Path)
     cfg["train"] = {**cfg["train"], "run_dir": str(w / f"run_{name}"), "max_steps": iters, "overwrite": True,
                     "log": {"progress_bar": False, "every": 5}}
     path = w / f"{name}.yaml"
-    text = f"# flashdistill distill --config {path}\n" + yaml.safe_dump(cfg, sort_keys=False)
-    if (out / "flashdistill.json").exists():
-        if path.is_file() and path.read_text() == text:
-            print(f"= {out} exists with the same config, skipped")
-            return out
-        print(f"= {out} was trained with another config (shipped nano.yaml changed?): retrained")
-        shutil.rmtree(out)
-    path.write_text(text)
+    if not needs_training(path, cfg, out):
+        return out
     cost = sh(FD + ["distill", "--config", path])
     (w / f"run_{name}" / "cost.json").write_text(json.dumps(cost) + "\n")
     return out

@@ -197,21 +197,20 @@ def run_to_run(rows: dict) -> tuple[str, dict]:
     return ("\n## Run-to-run variation\n" + text if text else ""), out
 
 
-def replicate_mean(rows: dict):
+def replicate_mean(rows: dict, spread: dict):
     """``(name, cells, margin)``: the per-prompt mean of a replicated recipe's runs (a paired reference that
     averages the training randomness) and the 95% margin of one run against that mean, 1.96·SD·√(1 + 1/k);
-    ``(name, None, None)`` without replicates."""
+    ``(name, None, None)`` without replicates. ``spread`` is :func:`run_to_run`'s JSON (the runs and their SD)."""
     import numpy as np
 
-    base, others = next(iter(REPLICATES.items()))
-    names = [x for x in [base] + others if x in rows]
-    if len(names) < 2:
+    base = next(iter(REPLICATES))
+    group = spread.get(base)
+    if group is None:
         return base, None, None
-    runs = [rows[x]["train"]["cells"] for x in names]
+    runs = [rows[x]["train"]["cells"] for x in group["runs"]]
     mean = [[np.mean([np.asarray(r[s][c], dtype=np.float64) for r in runs], axis=0) for c in range(len(runs[0][s]))]
             for s in range(len(runs[0]))]
-    sd = float(np.std([rows[x]["train"]["shapes_eval"] for x in names], ddof=1))
-    return base, mean, 1.96 * sd * (1 + 1 / len(names)) ** 0.5
+    return base, mean, 1.96 * group["sd"] * (1 + 1 / len(runs)) ** 0.5
 
 
 def main() -> int:
@@ -237,7 +236,8 @@ def main() -> int:
             + [x for x in EXPERIMENTS if (w / x / "student" / "flashdistill.json").exists()])
     rows = {x: judged(w, x, seeds, n) for x in dict.fromkeys([TEACHER, args.reference] + done)}
     ref = rows[args.reference]
-    base, mean_cells, margin = replicate_mean(rows)
+    spread, spread_json = run_to_run(rows)
+    base, mean_cells, margin = replicate_mean(rows, spread_json)
     lines = [f"| experiment | change | ShapesEval [95% CI] | Δ vs `{args.reference}` (paired) | held-out "
              f"[95% CI] | Δ held-out (paired) | FD [95% CI] | Δ vs the mean of `{base}`'s runs (stage 2) |",
              "|---|---|---|---|---|---|---|---|"]
@@ -259,7 +259,6 @@ def main() -> int:
             vs_runs = f"{d[0]:+.3f}" + (" (beyond run-to-run)" if abs(d[0]) > margin else " (within run-to-run)")
         lines.append(f"| `{name}` | {entry['change']} | " + " | ".join(cells) + f" | {format_fd(res['train'])} | "
                      f"{vs_runs} |")
-    spread, spread_json = run_to_run(rows)
     # the command that regenerates the whole table (every experiment, not only this call's --only)
     cmd = " ".join(["python benchmarks/sd35_flash_experiments.py"]
                    + [f"--{k.replace('_', '-')} {v}" for k, v in (("reference", args.reference), ("seeds", args.seeds),

@@ -68,8 +68,9 @@ class Parts:
 
 
 def _trained_steps(cfg, grid: torch.Tensor) -> GridSampler:
-    """Steps with a training signal: with timestep sharing and neither an adversarial nor a gram term, the last
-    step (landing at t = 0) has none and is not drawn (the paper trains "i ∈ [2, 4]" of 4 by DMD)."""
+    """Steps with a training signal: with timestep sharing, ``last_step_dmd: none`` and neither an adversarial nor
+    a gram term, the last step (landing at t = 0) has none and is not drawn (the paper trains "i ∈ [2, 4]" of 4
+    by DMD)."""
     sampler = steps_sampler(cfg, grid)
     if cfg.timestep_sharing and cfg.last_step_dmd == "none" and cfg.adv_weight == 0 and cfg.gram_weight == 0:
         kept = [i for i in sampler.allowed.tolist() if float(grid[i + 1]) > 0]
