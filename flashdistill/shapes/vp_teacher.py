@@ -5,7 +5,8 @@ The denoiser of a :mod:`~flashdistill.shapes.vp_nano` pipeline learns as its gen
 training on the model's own discrete schedule (timestep index uniform over 0..999, ``x = sqrt(ᾱ)·x0 +
 sqrt(1-ᾱ)·ε``), epsilon prediction, the empty prompt for a ``p_uncond`` fraction (classifier-free guidance).
 Losses are weighted by min-SNR-γ (Hang et al. 2023, ``snr_gamma``; 0 turns it off), which the diffusers text-to-image
-trainer also offers and which converges several times faster at this size. The VAE and text encoder are SD3-nano's,
+trainer also offers and which converges several times faster at this size; ``snr_floor`` (truncated SNR, Salimans & Ho
+2022) also raises the weight of the noisiest timesteps, where ε-MSE hardly sees the image (:func:`eps_loss_weight`). The VAE and text encoder are SD3-nano's,
 frozen. An EMA of the denoiser is exported as a stock ``StableDiffusionPipeline`` / ``PixArtAlphaPipeline`` folder.
 """
 
@@ -22,8 +23,7 @@ from ..models.backbones import denoiser_of
 from ..training.configs import OptimConfig, TrainConfig
 from .vp_nano import BACKBONES
 
-__all__ = ["VPTeacherConfig", "denoiser_of", "encode_prompts", "train", "export", "run_config"]
-
+__all__ = ["VPTeacherConfig", "denoiser_of", "encode_prompts", "eps_loss_weight", "train", "export", "run_config"]
 
 
 @register_config("vp_nano_teacher")
@@ -43,6 +43,8 @@ class VPTeacherConfig:
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-4, warmup_steps=200, schedule="cosine"))
     batch_size: int = field(default=64, metadata={"min": 1})
     snr_gamma: float = field(default=5.0, metadata={"min": 0.0})  # min-SNR-γ loss weight; 0 = plain ε-MSE
+    # truncated SNR: below this SNR the loss is the x0 error, not the ε error (0 = off; see eps_loss_weight)
+    snr_floor: float = field(default=0.0, metadata={"min": 0.0})
     p_uncond: float = field(default=0.1, metadata={"min": 0.0, "max": 1.0})  # empty prompt (for CFG)
     max_sequence_length: int = field(default=16, metadata={"min": 1})  # T5 tokens (PixArt)
     ema_half_life: float = field(default=150.0, metadata={"min": 1.0})  # EMA half-life in steps (exported)
@@ -55,10 +57,31 @@ class VPTeacherConfig:
         "a red circle", "two blue squares", "a green triangle above a yellow cross",
         "a purple square to the left of a cyan circle"])
 
+    def validate(self) -> None:
+        if self.snr_floor > 0 and (self.snr_gamma <= 0 or self.snr_floor > self.snr_gamma):
+            raise ConfigError(f"snr_floor = {self.snr_floor} needs min-SNR on with snr_floor <= snr_gamma "
+                              f"(snr_gamma = {self.snr_gamma})")
+
     def out_dir(self) -> Path:
         from ..assets_paths import ASSETS
 
         return Path(self.out) if self.out else ASSETS / f"{self.backbone}-nano"
+
+
+def eps_loss_weight(snr: torch.Tensor, gamma: float, floor: float = 0.0) -> torch.Tensor:
+    """Weight of each sample's ε-MSE so that the loss is ``clamp(SNR, floor, γ)`` times its x0-MSE.
+
+    The x0 error of an ε-prediction is its ε error divided by √SNR, so ε-MSE · w equals x0-MSE · SNR · w. min-SNR-γ
+    caps the x0 weight at γ (``floor = 0``: w = min(SNR, γ) / SNR). With ``floor > 0`` the x0 weight never drops below
+    ``floor``: at SNR far below 1 (most of PixArt-α's linear schedule above index ~700) plain ε-MSE scales the
+    image's share of the loss by SNR, so the layout the first sampling steps decide is barely learned. ``gamma = 0``
+    turns min-SNR off (and with it the floor): plain ε-MSE.
+    """
+    if gamma <= 0:
+        return torch.ones_like(snr)
+    if floor > gamma:
+        raise ValueError(f"snr_floor={floor} is above snr_gamma={gamma}")
+    return snr.clamp(min=floor, max=gamma) / snr
 
 
 def encode_prompts(pipe, prompts: list[str], max_sequence_length: int) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -135,9 +158,7 @@ def train(cfg: VPTeacherConfig) -> Path | None:
         x = a.sqrt() * x0 + (1 - a).sqrt() * noise
         eps = _call(slot.model, x, idx.float(), embeds, mask)  # timesteps in fp32, as diffusers passes them
         per_sample = (eps.float() - noise).pow(2).mean(dim=(1, 2, 3))
-        if cfg.snr_gamma > 0:  # min-SNR-γ for ε-prediction: min(SNR, γ) / SNR
-            snr = a.flatten() / (1 - a.flatten())
-            per_sample = per_sample * snr.clamp(max=cfg.snr_gamma) / snr
+        per_sample = per_sample * eps_loss_weight(a.flatten() / (1 - a.flatten()), cfg.snr_gamma, cfg.snr_floor)
         run.update("denoiser", {"eps": per_sample.mean()})
     if not run.is_main:
         return None

@@ -147,3 +147,30 @@ def test_rebuilt_pipeline_keeps_its_safety_checker_setting_without_warning(train
         logger.removeHandler(handler)
     assert not warned and type(new) is type(pipe)
     assert not new.config.get("requires_safety_checker", False)
+
+
+def test_eps_loss_weight_turns_eps_error_into_clamped_x0_error():
+    from flashdistill.shapes.vp_teacher import eps_loss_weight
+
+    snr = torch.tensor([1e-4, 0.01, 0.5, 1.0, 3.0, 5.0, 50.0])
+    # min-SNR-γ alone (floor 0): ε weight min(SNR, γ) / SNR
+    torch.testing.assert_close(eps_loss_weight(snr, 5.0), torch.tensor([1, 1, 1, 1, 1, 1, 0.1]))
+    # with a floor the x0 weight (ε weight · SNR) is clamp(SNR, floor, γ): 1 at every SNR below 1
+    w = eps_loss_weight(snr, 5.0, floor=1.0)
+    torch.testing.assert_close(w * snr, snr.clamp(1.0, 5.0))
+    assert w[0] == pytest.approx(1e4) and w[3] == 1 and w[-1] == pytest.approx(0.1)
+    # an ε error e is an x0 error e / √SNR: the weighted ε loss equals the x0 loss at low SNR
+    e = torch.tensor(0.3)
+    assert (w[1] * e**2).item() == pytest.approx((e / snr[1].sqrt()).pow(2).item())
+    torch.testing.assert_close(eps_loss_weight(snr, 0.0, floor=1.0), torch.ones_like(snr))  # γ = 0: plain ε-MSE
+
+
+def test_snr_floor_is_validated_by_name(tmp_path):
+    from flashdistill.config import ConfigError, load_config
+    from flashdistill.shapes.vp_teacher import VPTeacherConfig
+
+    with pytest.raises(ConfigError, match="snr_floor"):
+        load_config(VPTeacherConfig, None, ["snr_floor=6", "snr_gamma=5"])
+    with pytest.raises(ConfigError, match="snr_floor"):
+        load_config(VPTeacherConfig, None, ["snr_floor=1", "snr_gamma=0"])
+    assert load_config(VPTeacherConfig, None, ["snr_floor=1"]).snr_floor == 1.0
