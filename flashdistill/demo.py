@@ -3,8 +3,8 @@
 1. write Shapes prompts and let the teacher generate samples + trajectories at the 4-step grid;
 2. stage 1 (trajectory guidance) and a short stage 2 (DMD with timestep sharing + adversarial heads), using the
    shipped configs ``configs/sd35_flash/nano_*.yaml`` with shorter schedules;
-3. judge the teacher (25 steps, CFG), the teacher's own 4-step Euler and the 4-step student on the same prompts
-   and seeds; write ``report.md`` and ``comparison.png`` into the run folder and print the table.
+3. judge the teacher (25 steps, CFG; ``--reference-steps``), the teacher's own 4-step Euler and the 4-step student
+   on the same prompts and seeds; write ``report.md`` and ``comparison.png`` into the run folder and print the table.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 from .assets_paths import CONFIGS as SHIPPED_CONFIGS
 
 # the helpers both demos share (re-exported: benchmarks and tests import them from here)
-from .demo_report import comparison_grid, evaluate_rows, grid_columns, teacher_data, write_report
+from .demo_report import comparison_grid, evaluate_rows, grid_columns, reference_rows, teacher_data, write_report
 
 __all__ = ["add_args", "run", "comparison_grid", "evaluate_rows", "grid_columns", "teacher_data", "write_report"]
 
@@ -36,6 +36,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dmd-steps", type=int, default=150, help="sd35_flash: stage-2 iterations")
     parser.add_argument("--flash-steps", type=int, default=300, help="flash_diffusion: iterations (4 phases)")
     parser.add_argument("--n-per-category", type=int, default=16, help="evaluation prompts per category")
+    parser.add_argument("--reference-steps", type=int, default=25, help="steps of the teacher's reference row "
+                        "(with CFG; the costliest row to judge); 0 leaves it out")
     parser.add_argument("--seeds", default="1,2,3,4",
                         help="evaluation seed sets: scores are their mean with a 95%% interval")
 
@@ -63,9 +65,10 @@ def run(args) -> int:
 
     seeds = parse_seeds(args.seeds)
     t_start = time.time()
+    teacher = Path(args.teacher) if args.teacher else teacher_path()
+    reference = reference_rows(teacher, args.reference_steps, guidance_of(read_run_settings(teacher)))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    teacher = Path(args.teacher) if args.teacher else teacher_path()
     prompts = write_prompts(out / "prompts.jsonl", args.prompts, seed=0)
     print(f"== teacher {teacher}\n== generating {args.prompts} teacher samples with trajectories")
     teacher_data(GenerateConfig(out=str(out / "data"), prompts=str(prompts), model=str(teacher), num_steps=20,
@@ -80,9 +83,8 @@ def run(args) -> int:
         f"train.max_steps={args.dmd_steps}",
         "proxy_updates=3", "warmup_noisier=20", f"train.run_dir={out / 'dmd'}"])
     print(f"\n== evaluating on seed sets {seeds} (ShapesEval on train and held-out compositions, FD on train)")
-    cfg_scale = guidance_of(read_run_settings(teacher))
-    settings = {f"teacher, 25 steps, CFG {cfg_scale:g}": (teacher, 25, None),
-                f"teacher, 4 Euler steps, CFG {cfg_scale:g}": (teacher, 4, None),
+    euler = f"teacher, 4 Euler steps, CFG {guidance_of(read_run_settings(teacher)):g}"
+    settings = {**reference, euler: (teacher, 4, None),
                 "student, 4 steps (stage 1 only)": (out / "student_pretrain", None, None),
                 "student, 4 steps": (out / "student_4step", None, None)}
     results, pictures = evaluate_rows(settings, seeds, args.n_per_category)

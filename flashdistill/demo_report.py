@@ -5,7 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["teacher_data", "grid_columns", "comparison_grid", "evaluate_rows", "write_report"]
+__all__ = ["teacher_data", "grid_columns", "comparison_grid", "evaluate_rows", "reference_rows", "write_report"]
+
+
+def reference_rows(teacher: Path, steps: int, scale: float) -> dict:
+    """The teacher's many-step reference row of a demo table (none for ``--reference-steps 0``)."""
+    from .config import ConfigError
+
+    if steps < 0:
+        raise ConfigError(f"--reference-steps {steps}: give a number of steps, or 0 to leave the row out")
+    return {f"teacher, {steps} steps, CFG {scale:g}": (teacher, steps, None)} if steps else {}
 
 
 def teacher_data(cfg) -> Path:

@@ -90,6 +90,8 @@ CASES = [
          ("batch_size", "0")),
     Case("demo: flash demo with too few iterations", ("demo", "--recipe", "flash_diffusion", "--flash-steps", "2",
                                                       "--out", "{t}/out/demo"), ("--flash-steps", "2")),
+    Case("demo: negative reference steps", ("demo", "--reference-steps", "-1", "--out", "{t}/out/demo"),
+         ("--reference-steps", "-1")),
     Case("eval: seed sets not integers", ("eval", "--seeds", "one,two"), ("one",)),
     # --- unknown keys
     Case("distill: unknown key", ("distill", "--config", "{t}/unknown_key.yaml"), ("batchsize", "batch_size")),

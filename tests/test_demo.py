@@ -16,13 +16,13 @@ pytestmark = pytest.mark.slow
 def test_demo_writes_report_grid_and_scores(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--prompts", "32", "--pretrain-steps", "2", "--dmd-steps", "2",
-                 "--n-per-category", "1", "--seeds", "1,2"]) == 0
+                 "--n-per-category", "1", "--seeds", "1,2", "--reference-steps", "10"]) == 0
     report = (out / "report.md").read_text()
     results = json.loads((out / "results.json").read_text())
     assert (out / "comparison.png").stat().st_size > 0
     assert len(results) == 4 and all("train" in r and "heldout" in r for r in results.values())
     g = read_run_settings(teacher_path())["guidance_scale"]  # the teacher folder's CFG scale, not a constant
-    assert [k for k in results if k.startswith("teacher")] == [f"teacher, 25 steps, CFG {g:g}",
+    assert [k for k in results if k.startswith("teacher")] == [f"teacher, 10 steps, CFG {g:g}",
                                                                 f"teacher, 4 Euler steps, CFG {g:g}"]
     for label in results:
         assert f"| {label} |" in report
@@ -33,8 +33,9 @@ def test_demo_writes_report_grid_and_scores(tmp_path, capsys):
 def test_flash_diffusion_demo_writes_report_grid_and_scores(tmp_path, capsys):
     out = tmp_path / "flash"
     assert main(["demo", "--recipe", "flash_diffusion", "--out", str(out), "--prompts", "32", "--flash-steps", "4",
-                 "--n-per-category", "1", "--seeds", "1"]) == 0
+                 "--n-per-category", "1", "--seeds", "1", "--reference-steps", "0"]) == 0
     results = json.loads((out / "results.json").read_text())
+    assert [k for k in results if k.startswith("teacher")] == [k for k in results if "Euler" in k]  # no reference
     assert [k for k in results if k.startswith("LoRA")] == ["LoRA student, 4 steps", "LoRA student, 2 steps",
                                                             "LoRA student, 1 step"]
     # the student's own grid at 2 steps: uniform, shifted by the teacher's shift as nano.yaml trains it
@@ -71,3 +72,4 @@ def test_demo_regenerates_data_left_by_another_teacher(tmp_path, capsys):
     settings.write_text(json.dumps({**real, "model_weights": "0" * 16}))  # as if written by an earlier teacher
     assert (teacher_data(cfg) / "index.json").is_file()
     assert json.loads(settings.read_text()) == real and "regenerating it" in capsys.readouterr().out
+
