@@ -3,7 +3,8 @@
 1. render real Shapes scenes and encode them (the data ``z_0`` the recipe noises);
 2. distil a LoRA student with ``configs/flash_diffusion/nano.yaml`` on a shorter schedule (4 phases);
 3. judge the teacher (25 steps, CFG; ``--reference-steps``), its 4- and 2-step Euler and the LoRA student at 4, 2
-   and 1 steps on the same prompts and seeds; write ``report.md``, ``comparison.png`` and ``results.json`` into the run folder.
+   and 1 steps on the same prompts and seeds; write ``report.md``, ``comparison.png`` and ``results.json`` into the
+   run folder.
 """
 
 from __future__ import annotations

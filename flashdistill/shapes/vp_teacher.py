@@ -7,7 +7,8 @@ sqrt(1-ᾱ)·ε``), epsilon prediction, the empty prompt for a ``p_uncond`` frac
 Losses are weighted by min-SNR-γ (Hang et al. 2023, ``snr_gamma``; 0 turns it off), which the diffusers text-to-image
 trainer also offers and which converges several times faster at this size; ``snr_floor`` (truncated SNR, Salimans & Ho
 2022) also raises the weight of the noisiest timesteps, where ε-MSE hardly sees the image (:func:`eps_loss_weight`).
-The VAE and text encoder are SD3-nano's, frozen. An EMA of the denoiser is exported as a stock ``StableDiffusionPipeline`` / ``PixArtAlphaPipeline`` folder.
+The VAE and text encoder are SD3-nano's, frozen. An EMA of the denoiser is exported as a stock
+``StableDiffusionPipeline`` / ``PixArtAlphaPipeline`` folder.
 """
 
 from __future__ import annotations
