@@ -92,6 +92,16 @@ EXPERIMENTS = {
     "s2_pu1": ("`s2_base` with proxy_updates 1 (3x the generator updates)", "nano_dmd.yaml", "d384_20", "s1_600",
                ["train.max_steps=150", "proxy_updates=1", "warmup_noisier=20"]),
 }
+EXPERIMENTS.update({
+    # capacity: the same recipe on a deeper student that starts as exactly the teacher (benchmarks/grow_student.py)
+    "s1_600_grown": ("stage 1, 600 iterations, on an 11-block student (the teacher's 6 blocks with 5 identity "
+                     "blocks inserted; 6.7M parameters, 1.8x)", "nano_pretrain.yaml", "d384_20", "grown_11",
+                     ["train.max_steps=600"]),
+    "s2_grown": ("`s2_base` on the 11-block student, from `s1_600_grown`", "nano_dmd.yaml", "d384_20",
+                 "s1_600_grown", ["train.max_steps=150", "proxy_updates=3", "warmup_noisier=20"]),
+})
+# students that start from a folder made by a script, not from an experiment: name -> that script's arguments
+STARTS = {"grown_11": ["benchmarks/grow_student.py", "--every", "1"]}
 # the same recipe trained with other seeds of its random draws: the spread between single training runs, which
 # a paired interval (evaluation prompts and noises only) does not contain
 REPLICATES = {"s2_base": ["s2_seed1", "s2_seed2"], "s1_600": ["s1_600_seed1", "s1_600_seed2"],
@@ -122,6 +132,16 @@ def dataset(w: Path, name: str) -> Path:
     return out
 
 
+def start(w: Path, parent: str) -> Path:
+    """The folder a student starts from: another experiment's student, or one of ``STARTS`` (made once)."""
+    if parent not in STARTS:
+        return train(w, parent)
+    out = w / parent
+    if not (out / "transformer" / "config.json").is_file():
+        sh([sys.executable, ROOT / STARTS[parent][0], "--out", out] + STARTS[parent][1:])
+    return out
+
+
 def train(w: Path, name: str) -> Path:
     _, config, data, parent, overrides = EXPERIMENTS[name]
     out, record = w / name / "student", w / name / "experiment.json"
@@ -132,7 +152,7 @@ def train(w: Path, name: str) -> Path:
             return out
         print(f"= {name} was trained as {record.read_text()}: retrained", flush=True)
         shutil.rmtree(w / name)
-    init = [f"init_student={train(w, parent)}"] if parent else []
+    init = [f"init_student={start(w, parent)}"] if parent else []
     sh(FD + ["distill", "--config", CFG / config, f"data={dataset(w, data)}", f"out={out}",
              f"train.run_dir={w / name / 'run'}", "train.overwrite=true", "train.log.progress_bar=false"]
        + init + overrides)
