@@ -88,8 +88,10 @@ def _clip_cut(src, layers: int):
     return model.eval()
 
 
-def build_vp_nano_pipeline(backbone: str, seed: int = 0, sd3_teacher: str | Path | None = None):
-    """A fresh UNet-nano / PixArt-nano pipeline: random denoiser, frozen parts copied from the SD3-nano teacher."""
+def build_vp_nano_pipeline(backbone: str, seed: int = 0, sd3_teacher: str | Path | None = None,
+                           prediction_type: str = "epsilon"):
+    """A fresh UNet-nano / PixArt-nano pipeline: random denoiser, frozen parts copied from the SD3-nano teacher; its
+    DDIM scheduler says what the denoiser predicts (``epsilon`` as the genuine models, or ``v_prediction``)."""
     from diffusers import AutoencoderKL, PixArtAlphaPipeline, StableDiffusionPipeline
     from transformers import CLIPTextModelWithProjection, CLIPTokenizer, T5EncoderModel, T5Tokenizer
 
@@ -105,13 +107,13 @@ def build_vp_nano_pipeline(backbone: str, seed: int = 0, sd3_teacher: str | Path
         tokenizer = CLIPTokenizer.from_pretrained(src, subfolder="tokenizer")
         pipe = StableDiffusionPipeline(
             vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=_unet(text_encoder.config.hidden_size),
-            scheduler=ddim_scheduler("unet"), safety_checker=None, feature_extractor=None,
+            scheduler=ddim_scheduler("unet", prediction_type), safety_checker=None, feature_extractor=None,
             requires_safety_checker=False)
     else:
         t5 = T5EncoderModel.from_pretrained(src, subfolder="text_encoder_3").eval()
         tokenizer = T5Tokenizer.from_pretrained(src, subfolder="tokenizer_3")
         pipe = PixArtAlphaPipeline(tokenizer=tokenizer, text_encoder=t5, vae=vae,
-                                   transformer=_pixart(t5.config.d_model), scheduler=ddim_scheduler("pixart"))
+                                   transformer=_pixart(t5.config.d_model), scheduler=ddim_scheduler("pixart", prediction_type))
     for module in (pipe.vae, pipe.text_encoder):
         module.requires_grad_(False).eval()
     pipe.set_progress_bar_config(disable=True)

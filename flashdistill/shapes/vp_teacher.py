@@ -3,10 +3,11 @@ configs/unet_nano_teacher.yaml`` (or ``pixart_nano_teacher.yaml``).
 
 The denoiser of a :mod:`~flashdistill.shapes.vp_nano` pipeline learns as its genuine counterpart did: DDPM
 training on the model's own discrete schedule (timestep index uniform over 0..999, ``x = sqrt(ᾱ)·x0 +
-sqrt(1-ᾱ)·ε``), epsilon prediction, the empty prompt for a ``p_uncond`` fraction (classifier-free guidance).
+sqrt(1-ᾱ)·ε``), epsilon prediction (or ``prediction_type: v_prediction``, v = sqrt(ᾱ)·ε − sqrt(1-ᾱ)·x0, which
+the stock pipelines run through their scheduler's setting), the empty prompt for a ``p_uncond`` fraction (classifier-free guidance).
 Losses are weighted by min-SNR-γ (Hang et al. 2023, ``snr_gamma``; 0 turns it off), which the diffusers text-to-image
 trainer also offers and which converges several times faster at this size; ``snr_floor`` (truncated SNR, Salimans & Ho
-2022) also raises the weight of the noisiest timesteps, where ε-MSE hardly sees the image (:func:`eps_loss_weight`).
+2022) also raises the weight of the noisiest timesteps, where ε-MSE hardly sees the image (:func:`loss_weight`).
 The VAE and text encoder are SD3-nano's, frozen. An EMA of the denoiser is exported as a stock
 ``StableDiffusionPipeline`` / ``PixArtAlphaPipeline`` folder.
 """
@@ -24,7 +25,7 @@ from ..models.backbones import denoiser_of
 from ..training.configs import OptimConfig, TrainConfig
 from .vp_nano import BACKBONES
 
-__all__ = ["VPTeacherConfig", "denoiser_of", "encode_prompts", "eps_loss_weight", "train", "export", "run_config"]
+__all__ = ["VPTeacherConfig", "denoiser_of", "encode_prompts", "loss_weight", "training_target", "train", "export", "run_config"]
 
 
 @register_config("vp_nano_teacher")
@@ -44,7 +45,9 @@ class VPTeacherConfig:
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-4, warmup_steps=200, schedule="cosine"))
     batch_size: int = field(default=64, metadata={"min": 1})
     snr_gamma: float = field(default=5.0, metadata={"min": 0.0})  # min-SNR-γ loss weight; 0 = plain ε-MSE
-    # truncated SNR: below this SNR the loss is the x0 error, not the ε error (0 = off; see eps_loss_weight)
+    # what the denoiser predicts: ε (the genuine models) or v; written to the exported folder's scheduler
+    prediction_type: str = field(default="epsilon", metadata={"choices": ["epsilon", "v_prediction"]})
+    # truncated SNR: below this SNR the loss is the x0 error (0 = off; see loss_weight)
     snr_floor: float = field(default=0.0, metadata={"min": 0.0})
     p_uncond: float = field(default=0.1, metadata={"min": 0.0, "max": 1.0})  # empty prompt (for CFG)
     max_sequence_length: int = field(default=16, metadata={"min": 1})  # T5 tokens (PixArt)
@@ -69,20 +72,30 @@ class VPTeacherConfig:
         return Path(self.out) if self.out else ASSETS / f"{self.backbone}-nano"
 
 
-def eps_loss_weight(snr: torch.Tensor, gamma: float, floor: float = 0.0) -> torch.Tensor:
-    """Weight of each sample's ε-MSE so that the loss is ``clamp(SNR, floor, γ)`` times its x0-MSE.
+def loss_weight(snr: torch.Tensor, gamma: float, floor: float = 0.0, prediction_type: str = "epsilon"):
+    """Weight of each sample's MSE on its target (ε or v) so that the loss is ``clamp(SNR, floor, γ)`` times its
+    x0-MSE.
 
-    The x0 error of an ε-prediction is its ε error divided by √SNR, so ε-MSE · w equals x0-MSE · SNR · w. min-SNR-γ
-    caps the x0 weight at γ (``floor = 0``: w = min(SNR, γ) / SNR). With ``floor > 0`` the x0 weight never drops below
-    ``floor``: at SNR far below 1 (most of PixArt-α's linear schedule above index ~700) plain ε-MSE scales the
-    image's share of the loss by SNR, so the layout the first sampling steps decide is barely learned. ``gamma = 0``
-    turns min-SNR off (and with it the floor): plain ε-MSE.
+    An ε error e is an x0 error e / √SNR, so ε-MSE · w equals x0-MSE · SNR · w; a v error e is an x0 error
+    e · √(1-ᾱ), so v-MSE · w equals x0-MSE · (SNR + 1) · w. min-SNR-γ caps the x0 weight at γ (``floor = 0``: for ε,
+    w = min(SNR, γ) / SNR). With ``floor > 0`` the x0 weight never drops below ``floor``: at SNR far below 1 (most of
+    PixArt-α's linear schedule above index ~700) plain ε-MSE scales the image's share of the loss by SNR.
+    ``gamma = 0`` turns min-SNR off (and with it the floor): plain MSE on the target.
     """
     if gamma <= 0:
         return torch.ones_like(snr)
     if floor > gamma:
         raise ValueError(f"snr_floor={floor} is above snr_gamma={gamma}")
-    return snr.clamp(min=floor, max=gamma) / snr
+    x0_weight = snr.clamp(min=floor, max=gamma)
+    return x0_weight / (snr + 1 if prediction_type == "v_prediction" else snr)
+
+
+def training_target(x0: torch.Tensor, noise: torch.Tensor, a: torch.Tensor, prediction_type: str) -> torch.Tensor:
+    """What the denoiser learns to output at ``x = √ᾱ·x0 + √(1-ᾱ)·ε`` (``a`` = ᾱ, broadcastable): ε, or
+    v = √ᾱ·ε − √(1-ᾱ)·x0 (the velocity diffusers' schedulers read for ``v_prediction``)."""
+    if prediction_type == "v_prediction":
+        return a.sqrt() * noise - (1 - a).sqrt() * x0
+    return noise
 
 
 def encode_prompts(pipe, prompts: list[str], max_sequence_length: int) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -107,7 +120,8 @@ def _call(net, x, tau, embeds, mask):
 def _build(cfg: VPTeacherConfig):
     from .vp_nano import build_vp_nano_pipeline
 
-    pipe = build_vp_nano_pipeline(cfg.backbone, seed=cfg.seed, sd3_teacher=cfg.sd3_teacher)
+    pipe = build_vp_nano_pipeline(cfg.backbone, seed=cfg.seed, sd3_teacher=cfg.sd3_teacher,
+                                  prediction_type=cfg.prediction_type)
     if cfg.init_from:
         from diffusers import DiffusionPipeline
 
@@ -157,10 +171,12 @@ def train(cfg: VPTeacherConfig) -> Path | None:
                                       cfg.max_sequence_length)
         a = acp[idx].view(-1, 1, 1, 1)
         x = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        eps = _call(slot.model, x, idx.float(), embeds, mask)  # timesteps in fp32, as diffusers passes them
-        per_sample = (eps.float() - noise).pow(2).mean(dim=(1, 2, 3))
-        per_sample = per_sample * eps_loss_weight(a.flatten() / (1 - a.flatten()), cfg.snr_gamma, cfg.snr_floor)
-        run.update("denoiser", {"eps": per_sample.mean()})
+        pred = _call(slot.model, x, idx.float(), embeds, mask)  # timesteps in fp32, as diffusers passes them
+        target = training_target(x0, noise, a, cfg.prediction_type)
+        per_sample = (pred.float() - target).pow(2).mean(dim=(1, 2, 3))
+        snr = a.flatten() / (1 - a.flatten())
+        per_sample = per_sample * loss_weight(snr, cfg.snr_gamma, cfg.snr_floor, cfg.prediction_type)
+        run.update("denoiser", {"v" if cfg.prediction_type == "v_prediction" else "eps": per_sample.mean()})
     if not run.is_main:
         return None
     with ema.swapped_into(slot.module):

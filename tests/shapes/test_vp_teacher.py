@@ -149,20 +149,56 @@ def test_rebuilt_pipeline_keeps_its_safety_checker_setting_without_warning(train
     assert not new.config.get("requires_safety_checker", False)
 
 
-def test_eps_loss_weight_turns_eps_error_into_clamped_x0_error():
-    from flashdistill.shapes.vp_teacher import eps_loss_weight
+def test_loss_weight_turns_the_target_error_into_a_clamped_x0_error():
+    from flashdistill.shapes.vp_teacher import loss_weight
 
     snr = torch.tensor([1e-4, 0.01, 0.5, 1.0, 3.0, 5.0, 50.0])
+    a = snr / (1 + snr)  # ᾱ of each SNR
     # min-SNR-γ alone (floor 0): ε weight min(SNR, γ) / SNR
-    torch.testing.assert_close(eps_loss_weight(snr, 5.0), torch.tensor([1, 1, 1, 1, 1, 1, 0.1]))
+    torch.testing.assert_close(loss_weight(snr, 5.0), torch.tensor([1, 1, 1, 1, 1, 1, 0.1]))
     # with a floor the x0 weight (ε weight · SNR) is clamp(SNR, floor, γ): 1 at every SNR below 1
-    w = eps_loss_weight(snr, 5.0, floor=1.0)
+    w = loss_weight(snr, 5.0, floor=1.0)
     torch.testing.assert_close(w * snr, snr.clamp(1.0, 5.0))
     assert w[0] == pytest.approx(1e4) and w[3] == 1 and w[-1] == pytest.approx(0.1)
-    # an ε error e is an x0 error e / √SNR: the weighted ε loss equals the x0 loss at low SNR
+    # the same x0 error e seen through each parametrisation gets the same weighted loss, clamp(SNR, 1, γ) · e²
     e = torch.tensor(0.3)
-    assert (w[1] * e**2).item() == pytest.approx((e / snr[1].sqrt()).pow(2).item())
-    torch.testing.assert_close(eps_loss_weight(snr, 0.0, floor=1.0), torch.ones_like(snr))  # γ = 0: plain ε-MSE
+    eps_err, v_err = e * snr.sqrt(), e / (1 - a).sqrt()  # x0 = (x - √(1-ᾱ) ε) / √ᾱ ; x0 = √ᾱ x - √(1-ᾱ) v
+    want = snr.clamp(1.0, 5.0) * e**2
+    torch.testing.assert_close(w * eps_err**2, want)
+    torch.testing.assert_close(loss_weight(snr, 5.0, 1.0, "v_prediction") * v_err**2, want)
+    torch.testing.assert_close(loss_weight(snr, 0.0, floor=1.0), torch.ones_like(snr))  # γ = 0: plain MSE
+
+
+def test_training_target_is_what_the_stock_scheduler_reads():
+    from flashdistill.shapes.vp_nano import ddim_scheduler
+    from flashdistill.shapes.vp_teacher import training_target
+
+    g = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(3, 4, 8, 8, generator=g), torch.randn(3, 4, 8, 8, generator=g)
+    idx = torch.tensor([5, 500, 999])
+    sched = ddim_scheduler("pixart", "v_prediction")
+    a = sched.alphas_cumprod[idx].view(-1, 1, 1, 1)
+    torch.testing.assert_close(training_target(x0, noise, a, "v_prediction"), sched.get_velocity(x0, noise, idx))
+    assert training_target(x0, noise, a, "epsilon") is noise
+
+
+def test_v_prediction_teacher_exports_a_v_scheduler_that_stock_diffusers_samples(tmp_path):
+    from diffusers import PixArtAlphaPipeline
+
+    from flashdistill.config import from_dict
+    from flashdistill.shapes import vp_teacher
+
+    cfg = from_dict(vp_teacher.VPTeacherConfig, {
+        "backbone": "pixart", "pool_size": 64, "batch_size": 4, "out": str(tmp_path / "o"),
+        "prediction_type": "v_prediction",
+        "train": {"run_dir": str(tmp_path / "r"), "max_steps": 1, "log": {"progress_bar": False, "every": 1,
+                                                                         "tensorboard": False}}})
+    pipe = PixArtAlphaPipeline.from_pretrained(vp_teacher.train(cfg))
+    assert pipe.scheduler.config.prediction_type == "v_prediction"
+    metrics = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert "v" in metrics[-1] and "eps" not in metrics[-1]
+    img = vp_teacher.sample_stock(pipe, ["a red circle"], 2, 2.0, 16)
+    assert img.shape == (1, 3, 32, 32) and np.isfinite(img.numpy()).all()
 
 
 def test_snr_floor_is_validated_by_name(tmp_path):
