@@ -4,7 +4,8 @@ configs/unet_nano_teacher.yaml`` (or ``pixart_nano_teacher.yaml``).
 The denoiser of a :mod:`~flashdistill.shapes.vp_nano` pipeline learns as its genuine counterpart did: DDPM
 training on the model's own discrete schedule (timestep index uniform over 0..999, ``x = sqrt(ᾱ)·x0 +
 sqrt(1-ᾱ)·ε``), epsilon prediction (or ``prediction_type: v_prediction``, v = sqrt(ᾱ)·ε − sqrt(1-ᾱ)·x0, which
-the stock pipelines run through their scheduler's setting), the empty prompt for a ``p_uncond`` fraction (classifier-free guidance).
+the stock pipelines run through their scheduler's setting), the empty prompt for a ``p_uncond`` fraction
+(classifier-free guidance).
 Losses are weighted by min-SNR-γ (Hang et al. 2023, ``snr_gamma``; 0 turns it off), which the diffusers text-to-image
 trainer also offers and which converges several times faster at this size; ``snr_floor`` (truncated SNR, Salimans & Ho
 2022) also raises the weight of the noisiest timesteps, where ε-MSE hardly sees the image (:func:`loss_weight`).
@@ -25,7 +26,8 @@ from ..models.backbones import denoiser_of
 from ..training.configs import OptimConfig, TrainConfig
 from .vp_nano import BACKBONES
 
-__all__ = ["VPTeacherConfig", "denoiser_of", "encode_prompts", "loss_weight", "training_target", "train", "export", "run_config"]
+__all__ = ["VPTeacherConfig", "denoiser_of", "encode_prompts", "loss_weight", "training_target", "train", "export",
+           "run_config"]
 
 
 @register_config("vp_nano_teacher")
