@@ -112,7 +112,8 @@ def build_vp_nano_pipeline(backbone: str, seed: int = 0, sd3_teacher: str | Path
     else:
         t5 = T5EncoderModel.from_pretrained(src, subfolder="text_encoder_3").eval()
         tokenizer = T5Tokenizer.from_pretrained(src, subfolder="tokenizer_3")
-        pipe = PixArtAlphaPipeline(tokenizer=tokenizer, text_encoder=t5, vae=vae, transformer=_pixart(t5.config.d_model),
+        pipe = PixArtAlphaPipeline(tokenizer=tokenizer, text_encoder=t5, vae=vae,
+                                   transformer=_pixart(t5.config.d_model),
                                    scheduler=ddim_scheduler("pixart", prediction_type))
     for module in (pipe.vae, pipe.text_encoder):
         module.requires_grad_(False).eval()
