@@ -127,6 +127,9 @@ def _build(cfg: VPTeacherConfig):
     if cfg.init_from:
         from diffusers import DiffusionPipeline
 
+        if not (Path(cfg.init_from) / "model_index.json").is_file():
+            raise ConfigError(f"init_from={cfg.init_from}: no pipeline folder there (model_index.json); give a "
+                              f"{cfg.backbone}-nano teacher written by train-teacher or its stage export")
         src = denoiser_of(DiffusionPipeline.from_pretrained(cfg.init_from))
         try:
             denoiser_of(pipe).load_state_dict(src.state_dict())
