@@ -46,7 +46,7 @@ class VPTeacherConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(run_dir="runs/unet_teacher", max_steps=12000))
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-4, warmup_steps=200, schedule="cosine"))
     batch_size: int = field(default=64, metadata={"min": 1})
-    snr_gamma: float = field(default=5.0, metadata={"min": 0.0})  # min-SNR-γ loss weight; 0 = plain ε-MSE
+    snr_gamma: float = field(default=5.0, metadata={"min": 0.0})  # min-SNR-γ loss weight; 0 = plain MSE
     # what the denoiser predicts: ε (the genuine models) or v; written to the exported folder's scheduler
     prediction_type: str = field(default="epsilon", metadata={"choices": ["epsilon", "v_prediction"]})
     # truncated SNR: below this SNR the loss is the x0 error (0 = off; see loss_weight)
