@@ -15,12 +15,14 @@ from flashdistill.shapes.vp_nano import build_vp_nano_pipeline
 from flashdistill.types import Conditioning
 
 
-@pytest.fixture(scope="module", params=["unet", "pixart", "sdxl"])
+@pytest.fixture(scope="module", params=["unet", "pixart", "pixart_v", "sdxl"])
 def pipe(request):
     if request.param == "sdxl":
         from flashdistill.models.tiny import tiny_sdxl_pipeline
 
         return tiny_sdxl_pipeline(seed=0)  # pooled text, size conditions, zeros as the unconditional
+    if request.param == "pixart_v":  # PixArt-nano's v-prediction (its scheduler says so; the adapter reads it)
+        return build_vp_nano_pipeline("pixart", seed=0, prediction_type="v_prediction")
     return build_vp_nano_pipeline(request.param, seed=0)  # random denoiser, SD3-nano's VAE and text encoder
 
 
