@@ -66,7 +66,8 @@ def run(args) -> int:
     seeds = parse_seeds(args.seeds)
     t_start = time.time()
     teacher = Path(args.teacher) if args.teacher else teacher_path()
-    reference = reference_rows(teacher, args.reference_steps, guidance_of(read_run_settings(teacher)))
+    scale = guidance_of(read_run_settings(teacher))
+    reference = reference_rows(teacher, args.reference_steps, scale)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     prompts = write_prompts(out / "prompts.jsonl", args.prompts, seed=0)
@@ -83,8 +84,7 @@ def run(args) -> int:
         f"train.max_steps={args.dmd_steps}",
         "proxy_updates=3", "warmup_noisier=20", f"train.run_dir={out / 'dmd'}"])
     print(f"\n== evaluating on seed sets {seeds} (ShapesEval on train and held-out compositions, FD on train)")
-    euler = f"teacher, 4 Euler steps, CFG {guidance_of(read_run_settings(teacher)):g}"
-    settings = {**reference, euler: (teacher, 4, None),
+    settings = {**reference, f"teacher, 4 Euler steps, CFG {scale:g}": (teacher, 4, None),
                 "student, 4 steps (stage 1 only)": (out / "student_pretrain", None, None),
                 "student, 4 steps": (out / "student_4step", None, None)}
     results, pictures = evaluate_rows(settings, seeds, args.n_per_category)
