@@ -5,7 +5,7 @@
   prompts per category each, 384 prompts; one set of 96 moves by ~0.05 between draws). Measured on the shipped
   teacher (0.766 [0.732, 0.799] at 25 steps on these sets): student 0.685 [0.646, 0.724], Euler 0.622 [0.581,
   0.664], stage 1 alone 0.648 (``pytest -s``, 596 s for both tests here): a stage 2 that does nothing is close to
-  failing this.
+  failing this. The demo runs with ``--reference-steps 0``: the 25-step teacher row, unread here, cost ~200 s.
 - 2 steps, where the teacher's own Euler collapses: an 80-iteration stage-1 student must beat it on both ShapesEval
   (by MARGIN) and FD against real Shapes images, on seed sets 1-4 at 8 prompts per category (measured: ShapesEval
   0.448 vs 0.010, FD 119 vs 249).
