@@ -11,8 +11,9 @@ from ..config import ConfigError
 from ..errors import DataError
 from ..families import FAMILIES
 
-__all__ = ["RUN_SETTINGS_FILE", "DEFAULT_GUIDANCE", "read_run_settings", "guidance_of", "load_pipeline",
-           "resolve_model", "is_lora_folder", "check_pipeline_folder", "has_t5", "student_scheduler"]
+__all__ = ["RUN_SETTINGS_FILE", "SHIPPED_NAMES", "recorded_base", "DEFAULT_GUIDANCE", "read_run_settings",
+           "guidance_of", "load_pipeline", "resolve_model", "is_lora_folder", "check_pipeline_folder", "has_t5",
+           "student_scheduler"]
 
 RUN_SETTINGS_FILE = "flashdistill.json"
 DEFAULT_GUIDANCE = 4.5  # for folders without a recorded CFG scale (plain diffusers folders)
@@ -36,6 +37,15 @@ def read_run_settings(folder: str | Path) -> dict:
     if not isinstance(settings, dict):
         raise DataError(f"{path}: expected a JSON object of settings, got {type(settings).__name__}")
     return settings
+
+
+SHIPPED_NAMES = ("sd3-nano", "unet-nano", "pixart-nano")  # the teachers a name resolves to (resolve_model)
+
+
+def recorded_base(teacher: str | Path) -> str:
+    """How a LoRA student records its base teacher: a shipped name (or ``tiny``) as given, so it resolves on any
+    machine; any other folder as its absolute path."""
+    return str(teacher) if str(teacher) in SHIPPED_NAMES + ("tiny",) else str(Path(teacher).resolve())
 
 
 def resolve_model(name: str | Path | None) -> Path:

@@ -125,10 +125,10 @@ def save_lora_student(pipe, net, cfg, settings: dict, data_meta: dict, params: d
         return out
     out.mkdir(parents=True, exist_ok=True)
     _save_lora_layers(pipe, net, out)
-    base = cfg.teacher if cfg.teacher in ("sd3-nano", "tiny") else str(Path(cfg.teacher).resolve())
-    info.update(kind="lora", base=base, backbone=kind)
+    from ..pipelines.folders import recorded_base, student_scheduler
+
+    info.update(kind="lora", base=recorded_base(cfg.teacher), backbone=kind)
     (out / "flashdistill.json").write_text(json.dumps(info, indent=2) + "\n")
-    from ..pipelines.folders import student_scheduler
     from ..pipelines.model_card import write_model_card
     from ..pipelines.stock import rebuild
 

@@ -146,3 +146,17 @@ def test_model_card_code_runs_as_written(vp_student, monkeypatch):
     scope: dict = {}
     exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 - the card's own code is what is under test
     assert scope["image"].size == (32, 32)
+
+
+def test_a_shipped_teacher_is_recorded_by_name_and_loads_from_any_folder(tmp_path, monkeypatch):
+    """A LoRA student of ``unet-nano`` records that name (it once recorded ``<cwd>/unet-nano``, which no folder
+    holds, so evaluating the student failed); other teachers are recorded as absolute paths."""
+    from flashdistill.assets_paths import ASSETS
+    from flashdistill.pipelines.folders import SHIPPED_NAMES, recorded_base, resolve_model
+
+    monkeypatch.chdir(tmp_path)
+    for name in SHIPPED_NAMES:
+        assert recorded_base(name) == name
+    assert resolve_model(recorded_base("unet-nano")) == ASSETS / "unet-nano"
+    assert recorded_base("tiny") == "tiny"
+    assert recorded_base("teachers/mine") == str(tmp_path / "teachers" / "mine")
