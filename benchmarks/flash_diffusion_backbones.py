@@ -79,9 +79,27 @@ def main() -> int:
     return report(args, w, teachers, students)
 
 
+def judged(cache: Path, key: str, folder, seeds, n: int, steps, guidance, label: str) -> dict:
+    """One row under the protocol, kept in ``cache`` (scores + images, keyed by the row, seeds and prompts per
+    category) so that a crash or a stop loses no finished row; a retrained student's rows go with its folder."""
+    import torch
+
+    from flashdistill.eval.model_eval import evaluate_seeds
+
+    path = cache / f"{key}_{'-'.join(map(str, seeds))}_{n}.pt"
+    written = Path(folder) / "flashdistill.json"  # rewritten whenever the folder is (re)trained or exported
+    if path.exists() and (not written.exists() or path.stat().st_mtime >= written.stat().st_mtime):
+        return torch.load(path, weights_only=False)
+    print(f"= {cache.parent.name}: evaluating {label} on seed sets {seeds}", flush=True)
+    res = evaluate_seeds(folder, seeds, n, steps=steps, guidance=guidance)
+    cache.mkdir(parents=True, exist_ok=True)
+    torch.save(res, path)
+    return res
+
+
 def report(args, w: Path, teachers: dict, students: dict) -> int:
     from flashdistill.demo import comparison_grid
-    from flashdistill.eval.model_eval import evaluate_seeds, scores_json
+    from flashdistill.eval.model_eval import scores_json
     from flashdistill.eval.protocol import format_fd, format_score, parse_seeds, summary_row
     from flashdistill.pipelines.folders import guidance_of, read_run_settings, resolve_model
 
@@ -102,8 +120,7 @@ def report(args, w: Path, teachers: dict, students: dict) -> int:
                 "student_1": ("LoRA student, 1 step", student, 1, 1.0)}
         summary[bb], pictures = {}, {}
         for key, (label, folder, steps, guidance) in rows.items():
-            print(f"= {bb}: evaluating {label} on seed sets {seeds}", flush=True)
-            res = evaluate_seeds(folder, seeds, args.n_per_category, steps=steps, guidance=guidance)
+            res = judged(w / bb / "eval", key, folder, seeds, args.n_per_category, steps, guidance, label)
             pictures[label] = res.pop("images")
             results[f"{bb}: {label}"] = res
             summary[bb][key] = {"label": label, **summary_row(res)}
