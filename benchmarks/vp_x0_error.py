@@ -23,7 +23,7 @@ def x0_errors(folder: str, n: int, indices: list[int]) -> tuple[str, float, list
     from flashdistill.models.backbones import denoiser_of
     from flashdistill.models.vae import LatentCodec
     from flashdistill.shapes.data import ShapesPool
-    from flashdistill.shapes.vp_teacher import _call, encode_prompts
+    from flashdistill.shapes.vp_teacher import VPTeacherConfig, call_denoiser, encode_prompts
 
     pool = ShapesPool(n, seed=99, split="train")
     images = torch.stack([pool[i]["image"] for i in range(n)])
@@ -35,12 +35,12 @@ def x0_errors(folder: str, n: int, indices: list[int]) -> tuple[str, float, list
     rows = []
     with torch.no_grad():
         x0 = LatentCodec(pipe.vae).encode(images)
-        embeds, mask = encode_prompts(pipe, prompts, 16)
+        embeds, mask = encode_prompts(pipe, prompts, VPTeacherConfig.max_sequence_length)
         for idx in indices:
             noise = torch.randn(x0.shape, generator=g)
             a = acp[idx]
             x = a.sqrt() * x0 + (1 - a).sqrt() * noise
-            out = _call(net, x, torch.full((n,), float(idx)), embeds, mask).float()
+            out = call_denoiser(net, x, torch.full((n,), float(idx)), embeds, mask).float()
             est = (x - (1 - a).sqrt() * out) / a.sqrt() if kind == "epsilon" else a.sqrt() * x - (1 - a).sqrt() * out
             rows.append((idx, float(a / (1 - a)), float((est - x0).pow(2).mean().sqrt())))
     return kind, float(x0.pow(2).mean().sqrt()), rows

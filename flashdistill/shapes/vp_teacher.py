@@ -26,8 +26,8 @@ from ..models.backbones import denoiser_of
 from ..training.configs import OptimConfig, TrainConfig
 from .vp_nano import BACKBONES
 
-__all__ = ["VPTeacherConfig", "denoiser_of", "encode_prompts", "loss_weight", "training_target", "train", "export",
-           "run_config"]
+__all__ = ["VPTeacherConfig", "call_denoiser", "denoiser_of", "encode_prompts", "loss_weight", "training_target",
+           "train", "export", "run_config"]
 
 
 @register_config("vp_nano_teacher")
@@ -82,12 +82,11 @@ def loss_weight(snr: torch.Tensor, gamma: float, floor: float = 0.0, prediction_
     e · √(1-ᾱ), so v-MSE · w equals x0-MSE · (SNR + 1) · w. min-SNR-γ caps the x0 weight at γ (``floor = 0``: for ε,
     w = min(SNR, γ) / SNR). With ``floor > 0`` the x0 weight never drops below ``floor``: at SNR far below 1 (most of
     PixArt-α's linear schedule above index ~700) plain ε-MSE scales the image's share of the loss by SNR.
-    ``gamma = 0`` turns min-SNR off (and with it the floor): plain MSE on the target.
+    ``gamma = 0`` turns min-SNR off (and with it the floor): plain MSE on the target. ``floor <= gamma`` is
+    ``VPTeacherConfig``'s check (above γ, torch's clamp would give γ everywhere).
     """
     if gamma <= 0:
         return torch.ones_like(snr)
-    if floor > gamma:
-        raise ValueError(f"snr_floor={floor} is above snr_gamma={gamma}")
     x0_weight = snr.clamp(min=floor, max=gamma)
     return x0_weight / (snr + 1 if prediction_type == "v_prediction" else snr)
 
@@ -111,7 +110,8 @@ def encode_prompts(pipe, prompts: list[str], max_sequence_length: int) -> tuple[
     return embeds, mask
 
 
-def _call(net, x, tau, embeds, mask):
+def call_denoiser(net, x, tau, embeds, mask):
+    """The UNet's or PixArt transformer's raw output at DDPM index ``tau`` (fp32), PixArt's learned-sigma half cut."""
     if mask is None:
         return net(x, tau, encoder_hidden_states=embeds, return_dict=False)[0]
     out = net(x, encoder_hidden_states=embeds, encoder_attention_mask=mask, timestep=tau,
@@ -176,7 +176,7 @@ def train(cfg: VPTeacherConfig) -> Path | None:
                                       cfg.max_sequence_length)
         a = acp[idx].view(-1, 1, 1, 1)
         x = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        pred = _call(slot.model, x, idx.float(), embeds, mask)  # timesteps in fp32, as diffusers passes them
+        pred = call_denoiser(slot.model, x, idx.float(), embeds, mask)  # timesteps in fp32, as diffusers passes them
         target = training_target(x0, noise, a, cfg.prediction_type)
         per_sample = (pred.float() - target).pow(2).mean(dim=(1, 2, 3))
         snr = a.flatten() / (1 - a.flatten())
