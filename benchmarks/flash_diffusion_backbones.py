@@ -100,15 +100,16 @@ def judged(cache: Path, key: str, folder, seeds, n: int, steps, guidance, label:
 def report(args, w: Path, teachers: dict, students: dict) -> int:
     from flashdistill.demo import comparison_grid
     from flashdistill.eval.model_eval import scores_json
-    from flashdistill.eval.protocol import format_fd, format_score, parse_seeds, summary_row
+    from flashdistill.eval.protocol import format_fd, format_score, paired_difference, parse_seeds, summary_row
     from flashdistill.pipelines.folders import guidance_of, read_run_settings, resolve_model
 
     seeds = parse_seeds(args.seeds)
     out = ROOT / args.results
     out.mkdir(parents=True, exist_ok=True)
     summary, results, lines, costs = {}, {}, [], {}
-    head = "| backbone | model | ShapesEval [95% CI] | held-out [95% CI] | FD [95% CI] | ms/img |"
-    lines += [head, "|---|---|---|---|---|---|"]
+    head = ("| backbone | model | ShapesEval [95% CI] | Δ vs the teacher's sampler at as many steps (paired) | "
+            "held-out [95% CI] | FD [95% CI] | ms/img |")
+    lines += [head, "|---|---|---|---|---|---|---|"]
     for bb, student in students.items():
         teacher = resolve_model(teachers[bb])
         g = guidance_of(read_run_settings(teacher))
@@ -124,8 +125,15 @@ def report(args, w: Path, teachers: dict, students: dict) -> int:
             pictures[label] = res.pop("images")
             results[f"{bb}: {label}"] = res
             summary[bb][key] = {"label": label, **summary_row(res)}
-            lines.append(f"| {bb} | {label} | {format_score(res['train'])} | {format_score(res['heldout'])} | "
-                         f"{format_fd(res['train'])} | {res['seconds_per_image'] * 1000:.1f} |")
+            base = results.get(f"{bb}: {rows.get('teacher_euler_' + key[-1], ('',))[0]}")
+            delta = "–"
+            if key.startswith("student_") and base is not None:  # the same prompts and noises: a paired interval
+                d = paired_difference(res["train"]["cells"], base["train"]["cells"])
+                summary[bb][key]["delta_vs_teacher_sampler"] = {"mean": d[0], "ci95": [d[1], d[2]]}
+                delta = f"{d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}]"
+            lines.append(f"| {bb} | {label} | {format_score(res['train'])} | {delta} | "
+                         f"{format_score(res['heldout'])} | {format_fd(res['train'])} | "
+                         f"{res['seconds_per_image'] * 1000:.1f} |")
         comparison_grid(pictures, out / f"flash_diffusion_backbones_{bb}.png", n=10)
         info = json.loads((student / "flashdistill.json").read_text())
         run_dir = w / bb / "run"
