@@ -46,15 +46,17 @@ def comparison_grid(rows: dict[str, object], path: Path, n: int = 8) -> Path:
     import numpy as np
     from PIL import Image, ImageDraw
 
-    scale = 3
+    from .eval.plots import label_font
+
+    scale, font = 3, label_font()
     first = next(iter(rows.values()))
     h, w = first.shape[1] * scale, first.shape[2] * scale
     columns = grid_columns(len(first), n)
-    label_w = 8 + max(150, *(int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(k)) for k in rows))
+    label_w = 8 + max(150, *(int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(k, font=font)) for k in rows))
     canvas = Image.new("RGB", (label_w + len(columns) * w, len(rows) * h), "white")
     draw = ImageDraw.Draw(canvas)
     for r, (label, images) in enumerate(rows.items()):
-        draw.text((4, r * h + h // 2 - 6), label, fill="black")
+        draw.text((4, r * h + h // 2 - 7), label, fill="black", font=font)
         for c, i in enumerate(columns):
             tile = Image.fromarray(np.asarray(images[i])).resize((w, h), Image.NEAREST)
             canvas.paste(tile, (label_w + c * w, r * h))

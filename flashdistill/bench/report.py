@@ -99,6 +99,8 @@ def latency_chart(out: dict, path: Path, size: tuple[int, int] = (760, 0)) -> Pa
     """Horizontal bars (log scale) of ms per image at the trained resolution, batch 1, one per variant."""
     from PIL import Image, ImageDraw
 
+    from ..eval.plots import label_font
+
     res, batch = out["trained_resolution"], min(out["batches"])
     bars = []
     for row in out["latency"]:
@@ -108,8 +110,8 @@ def latency_chart(out: dict, path: Path, size: tuple[int, int] = (760, 0)) -> Pa
     w = size[0]
     h = 40 + 22 * len(bars)
     img = Image.new("RGB", (w, h), "white")
-    draw = ImageDraw.Draw(img)
-    draw.text((10, 8), f"ms per image, {res} px, batch {batch} (log scale)", fill="black")
+    draw, font = ImageDraw.Draw(img), label_font()
+    draw.text((10, 8), f"ms per image, {res} px, batch {batch} (log scale)", fill="black", font=font)
     lo = math.log10(min(v for _, v in bars)) - 0.3
     hi = math.log10(max(v for _, v in bars)) + 0.1
     left, right = 250, w - 70
@@ -117,9 +119,9 @@ def latency_chart(out: dict, path: Path, size: tuple[int, int] = (760, 0)) -> Pa
         y = 32 + 22 * i
         frac = (math.log10(ms) - lo) / (hi - lo)
         colour = (214, 39, 40) if label.startswith("teacher") else (31, 119, 180)
-        draw.text((10, y + 3), label[:38], fill="black")
+        draw.text((10, y + 1), label[:38], fill="black", font=font)
         draw.rectangle([left, y, left + frac * (right - left), y + 16], fill=colour)
-        draw.text((left + frac * (right - left) + 4, y + 3), f"{ms:.1f}", fill="black")
+        draw.text((left + frac * (right - left) + 4, y + 1), f"{ms:.1f}", fill="black", font=font)
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path)
     return path

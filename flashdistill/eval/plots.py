@@ -5,12 +5,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["read_metrics", "line_plot"]
+__all__ = ["read_metrics", "line_plot", "label_font"]
 
 PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
            (227, 119, 194), (127, 127, 127)]
+
+
+def label_font(size: int = 13):
+    """Pillow's own font at a size where labels stay legible (its default size squeezes the spaces between words);
+    the bitmap font where Pillow has no FreeType."""
+    return ImageFont.load_default(size=size)
 
 
 def read_metrics(path: str | Path, key: str) -> tuple[list[int], list[float]]:
