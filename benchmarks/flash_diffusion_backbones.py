@@ -89,11 +89,13 @@ def judged(cache: Path, key: str, folder, seeds, n: int, steps, guidance, label:
     path = cache / f"{key}_{'-'.join(map(str, seeds))}_{n}.pt"
     written = Path(folder) / "flashdistill.json"  # rewritten whenever the folder is (re)trained or exported
     if path.exists() and (not written.exists() or path.stat().st_mtime >= written.stat().st_mtime):
-        return torch.load(path, weights_only=False)
+        res = torch.load(path, weights_only=False)
+        if res.pop("folder", str(folder)) == str(folder):  # a row of another teacher (--teacher) is judged again
+            return res
     print(f"= {cache.parent.name}: evaluating {label} on seed sets {seeds}", flush=True)
     res = evaluate_seeds(folder, seeds, n, steps=steps, guidance=guidance)
     cache.mkdir(parents=True, exist_ok=True)
-    torch.save(res, path)
+    torch.save({**res, "folder": str(folder)}, path)
     return res
 
 
