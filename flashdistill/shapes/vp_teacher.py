@@ -9,7 +9,8 @@ the stock pipelines run through their scheduler's setting), the empty prompt for
 Losses are weighted by min-SNR-γ (Hang et al. 2023, ``snr_gamma``; 0 turns it off), which the diffusers text-to-image
 trainer also offers and which converges several times faster at this size; ``snr_floor`` (truncated SNR, Salimans & Ho
 2022) also raises the weight of the noisiest timesteps, where ε-MSE hardly sees the image (:func:`loss_weight`).
-The VAE and text encoder are SD3-nano's, frozen. An EMA of the denoiser is exported as a stock
+The VAE and text encoder are SD3-nano's, frozen (PixArt's T5 can train along: ``train_text_encoder``,
+:mod:`~flashdistill.shapes.vp_denoiser`). An EMA of the denoiser is exported as a stock
 ``StableDiffusionPipeline`` / ``PixArtAlphaPipeline`` folder.
 """
 
@@ -24,6 +25,7 @@ import torch
 from ..config import ConfigError, register_config
 from ..models.backbones import denoiser_of
 from ..training.configs import OptimConfig, TrainConfig
+from .vp_denoiser import PixArtWithText, call_denoiser, t5_tokens
 from .vp_nano import BACKBONES
 
 __all__ = ["VPTeacherConfig", "call_denoiser", "denoiser_of", "encode_prompts", "loss_weight", "training_target",
@@ -52,6 +54,8 @@ class VPTeacherConfig:
     # truncated SNR: below this SNR the loss is the x0 error (0 = off; see loss_weight)
     snr_floor: float = field(default=0.0, metadata={"min": 0.0})
     p_uncond: float = field(default=0.1, metadata={"min": 0.0, "max": 1.0})  # empty prompt (for CFG)
+    # PixArt: train the T5 with the transformer (vp_denoiser.PixArtWithText; exported with it). Off: frozen.
+    train_text_encoder: bool = False
     max_sequence_length: int = field(default=16, metadata={"min": 1})  # T5 tokens (PixArt)
     ema_half_life: float = field(default=150.0, metadata={"min": 1.0})  # EMA half-life in steps (exported)
     guidance_scale: float = field(default=4.0, metadata={"min": 1.0})  # CFG of the sample grids; exported default
@@ -64,6 +68,9 @@ class VPTeacherConfig:
         "a purple square to the left of a cyan circle"])
 
     def validate(self) -> None:
+        if self.train_text_encoder and self.backbone != "pixart":
+            raise ConfigError(f"train_text_encoder = true is for backbone pixart (its T5), not {self.backbone}: "
+                              "UNet-nano's CLIP tokens already carry their attributes")
         if self.snr_floor > 0 and (self.snr_gamma <= 0 or self.snr_floor > self.snr_gamma):
             raise ConfigError(f"snr_floor = {self.snr_floor} needs min-SNR on with snr_floor <= snr_gamma "
                               f"(snr_gamma = {self.snr_gamma})")
@@ -110,15 +117,6 @@ def encode_prompts(pipe, prompts: list[str], max_sequence_length: int) -> tuple[
     return embeds, mask
 
 
-def call_denoiser(net, x, tau, embeds, mask):
-    """The UNet's or PixArt transformer's raw output at DDPM index ``tau`` (fp32), PixArt's learned-sigma half cut."""
-    if mask is None:
-        return net(x, tau, encoder_hidden_states=embeds, return_dict=False)[0]
-    out = net(x, encoder_hidden_states=embeds, encoder_attention_mask=mask, timestep=tau,
-              added_cond_kwargs={"resolution": None, "aspect_ratio": None}, return_dict=False)[0]
-    return out[:, : x.shape[1]]
-
-
 def _build(cfg: VPTeacherConfig):
     from .vp_nano import build_vp_nano_pipeline
 
@@ -130,9 +128,10 @@ def _build(cfg: VPTeacherConfig):
         if not (Path(cfg.init_from) / "model_index.json").is_file():
             raise ConfigError(f"init_from={cfg.init_from}: no pipeline folder there (model_index.json); give a "
                               f"{cfg.backbone}-nano teacher written by train-teacher or its stage export")
-        src = denoiser_of(DiffusionPipeline.from_pretrained(cfg.init_from))
-        try:
-            denoiser_of(pipe).load_state_dict(src.state_dict())
+        src = DiffusionPipeline.from_pretrained(cfg.init_from)
+        try:  # the folder's text encoder too: the one its denoiser was trained with (trained or SD3-nano's)
+            denoiser_of(pipe).load_state_dict(denoiser_of(src).state_dict())
+            pipe.text_encoder.load_state_dict(src.text_encoder.state_dict())
         except RuntimeError as err:
             raise ConfigError(f"init_from={cfg.init_from}: not a {cfg.backbone}-nano teacher ({err})") from None
     return pipe
@@ -148,8 +147,11 @@ def train(cfg: VPTeacherConfig) -> Path | None:
     pool = ShapesPool(cfg.pool_size, seed=cfg.seed, split="train")
     run = Run(cfg.train, config=cfg)
     codec = LatentCodec(run.add_frozen("vae", pipe.vae))
-    run.add_frozen("text_encoder", pipe.text_encoder)
-    slot = run.add_model("denoiser", denoiser_of(pipe), cfg.optim)
+    if cfg.train_text_encoder:
+        slot = run.add_model("denoiser", PixArtWithText(denoiser_of(pipe), pipe.text_encoder), cfg.optim)
+    else:
+        run.add_frozen("text_encoder", pipe.text_encoder)
+        slot = run.add_model("denoiser", denoiser_of(pipe), cfg.optim)
     ema = run.add_ema("denoiser_ema", of="denoiser", half_life=cfg.ema_half_life, warmup=True)
     data = run.data_stream("pairs", pool, batch_size=cfg.batch_size)
     gen = run.generator("noise")
@@ -172,11 +174,14 @@ def train(cfg: VPTeacherConfig) -> Path | None:
         idx = torch.randint(0, len(acp), (n,), generator=gen, device=on).to(run.device)
         noise = torch.randn(x0.shape, generator=gen, device=on).to(run.device)
         uncond = (torch.rand(n, generator=gen, device=on) < cfg.p_uncond).tolist()
-        embeds, mask = encode_prompts(pipe, ["" if u else p for p, u in zip(batch["prompt"], uncond)],
-                                      cfg.max_sequence_length)
+        prompts = ["" if u else p for p, u in zip(batch["prompt"], uncond)]
         a = acp[idx].view(-1, 1, 1, 1)
         x = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        pred = call_denoiser(slot.model, x, idx.float(), embeds, mask)  # timesteps in fp32, as diffusers passes them
+        if cfg.train_text_encoder:  # the T5 runs inside the trained module (timesteps in fp32, as diffusers)
+            pred = slot.model(x, idx.float(), *t5_tokens(pipe, prompts, cfg.max_sequence_length, run.device))
+        else:
+            embeds, mask = encode_prompts(pipe, prompts, cfg.max_sequence_length)
+            pred = call_denoiser(slot.model, x, idx.float(), embeds, mask)
         target = training_target(x0, noise, a, cfg.prediction_type)
         per_sample = (pred.float() - target).pow(2).mean(dim=(1, 2, 3))
         snr = a.flatten() / (1 - a.flatten())
@@ -229,9 +234,12 @@ def export_checkpoint(cfg: VPTeacherConfig) -> Path:
     if not ema_file.is_file():
         raise FileNotFoundError(f"export_from: no EMA weights at {ema_file}")
     pipe = _build(cfg)
-    net = denoiser_of(pipe)
+    net = PixArtWithText(denoiser_of(pipe), pipe.text_encoder) if cfg.train_text_encoder else denoiser_of(pipe)
     buffers = {name for name, _ in net.named_buffers()}  # the EMA also holds non-persistent buffers (PixArt's
     state = {k: v for k, v in load_file(str(ema_file)).items() if k not in buffers or k in net.state_dict()}
+    own = net.state_dict()  # safetensors keeps one name of tied weights (T5's shared / embed_tokens): fill the other
+    for key in own.keys() - state.keys():
+        state.update({key: state[k] for k in state if k in own and own[k].data_ptr() == own[key].data_ptr()})
     try:  # positional table): those are rebuilt from the config, everything else must match
         net.load_state_dict(state)
     except RuntimeError as err:

@@ -210,3 +210,58 @@ def test_snr_floor_is_validated_by_name(tmp_path):
     with pytest.raises(ConfigError, match="snr_floor"):
         load_config(VPTeacherConfig, None, ["snr_floor=1", "snr_gamma=0"])
     assert load_config(VPTeacherConfig, None, ["snr_floor=1"]).snr_floor == 1.0
+
+
+def test_pixart_t5_inside_the_trained_module_encodes_as_the_stock_pipeline():
+    """PixArtWithText's tokens + T5 give exactly the stock encode_prompt's embeddings and mask (the empty prompt
+    included), and its output is the plain denoiser call on them."""
+    from flashdistill.shapes.vp_denoiser import PixArtWithText, call_denoiser, t5_tokens
+    from flashdistill.shapes.vp_nano import build_vp_nano_pipeline
+    from flashdistill.shapes.vp_teacher import denoiser_of, encode_prompts
+
+    pipe = build_vp_nano_pipeline("pixart", seed=0)
+    prompts = ["A red circle ", "", "two blue squares above a green cross"]
+    embeds, mask = encode_prompts(pipe, prompts, 16)
+    ids, mask2 = t5_tokens(pipe, prompts, 16, torch.device("cpu"))
+    both = PixArtWithText(denoiser_of(pipe), pipe.text_encoder)
+    torch.testing.assert_close(mask2, mask)
+    torch.testing.assert_close(both.encode(ids, mask2), embeds)
+    x, tau = torch.randn(3, 4, 16, 16), torch.tensor([999.0, 500.0, 3.0])
+    torch.testing.assert_close(both(x, tau, ids, mask2), call_denoiser(denoiser_of(pipe), x, tau, embeds, mask))
+
+
+def test_train_text_encoder_trains_and_exports_pixarts_t5(tmp_path):
+    from diffusers import PixArtAlphaPipeline
+
+    from flashdistill.shapes.vp_nano import build_vp_nano_pipeline
+
+    base = [f"out={tmp_path / 'out'}", f"train.run_dir={tmp_path / 'run'}", "pool_size=64", "batch_size=4",
+            "train.max_steps=2", "train.log.samples_every=0", "optim.lr=1e-2", "optim.warmup_steps=0"]
+    assert main(["train-teacher", "--config", "configs/pixart_nano_teacher.yaml", "train_text_encoder=true",
+                 *base]) == 0
+    sd3_t5 = build_vp_nano_pipeline("pixart", seed=0).text_encoder.state_dict()
+    out = PixArtAlphaPipeline.from_pretrained(tmp_path / "out")  # stock class, the trained T5 inside
+    moved = max((v - sd3_t5[k]).abs().max().item() for k, v in out.text_encoder.state_dict().items())
+    assert moved > 1e-4
+    # the export stage rebuilds the same pair from the checkpoint's EMA
+    ck = sorted((tmp_path / "run" / "checkpoints").iterdir())[-1]
+    assert main(["train-teacher", "--config", "configs/pixart_nano_teacher.yaml", "train_text_encoder=true",
+                 "stages=[export]", f"export_from={ck}", f"out={tmp_path / 'again'}"]) == 0
+    again = PixArtAlphaPipeline.from_pretrained(tmp_path / "again")
+    for k, v in out.text_encoder.state_dict().items():
+        torch.testing.assert_close(again.text_encoder.state_dict()[k], v)
+    # continuing from that folder (init_from) starts from its trained T5, not SD3-nano's
+    from flashdistill.config import load_config
+    from flashdistill.shapes.vp_teacher import VPTeacherConfig, _build
+
+    cont = _build(load_config(VPTeacherConfig, "configs/pixart_nano_teacher.yaml", [f"init_from={tmp_path / 'out'}"]))
+    for k, v in out.text_encoder.state_dict().items():
+        torch.testing.assert_close(cont.text_encoder.state_dict()[k], v)
+
+
+def test_train_text_encoder_is_for_pixart_only():
+    from flashdistill.config import ConfigError, load_config
+    from flashdistill.shapes.vp_teacher import VPTeacherConfig
+
+    with pytest.raises(ConfigError, match="train_text_encoder"):
+        load_config(VPTeacherConfig, None, ["backbone=unet", "train_text_encoder=true"])
