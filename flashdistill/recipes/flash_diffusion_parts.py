@@ -96,12 +96,21 @@ def _run_settings(cfg, settings: dict, data_meta: dict, shift: float, pipe, grid
         flow_times = adapter_for(pipe).flow_times()
         index = [int(torch.argmin((flow_times - t).abs())) for t in grid[:-1]]
         info.update(timesteps=index, scheduler_class="LCMScheduler" if cfg.sampler == "stochastic" else "DDIMScheduler",
-                    scheduler={"timestep_spacing": "trailing"} if cfg.sampler == "deterministic" else {})
+                    scheduler={"timestep_spacing": "trailing"} if cfg.sampler == "deterministic" else
+                    _lcm_settings(index, pipe.scheduler.config.num_train_timesteps))
     for key in ("max_sequence_length", "resolution"):
         value = data_meta.get(key) or settings.get(key)
         if value:
             info[key] = value
     return info
+
+
+def _lcm_settings(index: list[int], num_train: int) -> dict:
+    """``LCMScheduler`` warns about custom timesteps outside its "original" schedule (``original_inference_steps``
+    evenly spaced indices, 50 by default: 19, 39, ..., 999, which lacks 749 and 249). When the student's indices are
+    that schedule for its own step count, say so, and stock diffusers runs it without the warning."""
+    n = len(index)
+    return {"original_inference_steps": n} if set(index) <= {k * (num_train // n) - 1 for k in range(1, n + 1)} else {}
 
 
 def save_lora_student(pipe, net, cfg, settings: dict, data_meta: dict, params: dict, shift: float = 1.0,

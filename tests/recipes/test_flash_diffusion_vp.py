@@ -56,6 +56,7 @@ def test_vp_recipe_runs_every_phase_on_the_ddpm_index_grid(vp_student):
     info = json.loads((root / "lora" / "flashdistill.json").read_text())
     assert info["timesteps"] == [999, 749, 499, 249] and info["backbone"] == backbone
     assert info["scheduler_class"] == "LCMScheduler" and info["guidance_scale"] == 1.0
+    assert info["scheduler"] == {"original_inference_steps": 4}  # 999/749/499/249 are LCM's own 4-step schedule
     assert len(info["flow_grid"]) == 5 and info["flow_grid"][-1] == 0.0 and 0.8 < info["flow_grid"][0] < 1.0
     card = (root / "lora" / "README.md").read_text()
     assert (root / "lora" / "sample.png").is_file() and "| timesteps | [999, 749, 499, 249] |" in card
@@ -77,8 +78,19 @@ def test_stock_lora_load_reproduces_the_recipe_sampler(vp_student):
         if backbone == "pixart" else {}
     if backbone == "sdxl":  # the stock pipeline would cast the VAE (and so the latents) to fp32 anyway
         kwargs["height"] = kwargs["width"] = 32
-    stock = pipe(prompts, timesteps=info["timesteps"], guidance_scale=1.0, latents=latents.clone(),
-                 generator=torch.Generator().manual_seed(11), output_type="latent", **kwargs).images
+    import logging
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("diffusers")  # diffusers' loggers do not propagate to the root logger
+    logger.addHandler(handler)
+    try:
+        stock = pipe(prompts, timesteps=info["timesteps"], guidance_scale=1.0, latents=latents.clone(),
+                     generator=torch.Generator().manual_seed(11), output_type="latent", **kwargs).images
+    finally:
+        logger.removeHandler(handler)
+    assert not [r for r in records if "timestep" in r.getMessage()], [r.getMessage() for r in records]
     grid = torch.tensor(info["flow_grid"], dtype=torch.float64)
     start = grid[0].item()
     x = latents * ((1 - start) ** 2 + start**2) ** 0.5  # the VP start as a flow point
