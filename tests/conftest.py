@@ -29,3 +29,18 @@ def _fingerprint(pipe):
     parts["scheduler_config"] = dict(pipe.scheduler.config)
     parts["weights"] = sum(float(p.detach().double().sum()) for p in pipe.transformer.parameters())
     return parts
+
+
+@pytest.fixture
+def diffusers_messages():
+    """The messages diffusers logs during the test (its loggers do not propagate to the root logger, so pytest's
+    caplog does not see them)."""
+    import logging
+
+    messages: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logger = logging.getLogger("diffusers")
+    logger.addHandler(handler)
+    yield messages
+    logger.removeHandler(handler)
