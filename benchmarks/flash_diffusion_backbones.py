@@ -139,7 +139,9 @@ def report(args, w: Path, teachers: dict, students: dict) -> int:
         comparison_grid(pictures, out / f"flash_diffusion_backbones_{bb}.png", n=10)
         info = json.loads((student / "flashdistill.json").read_text())
         run_dir = w / bb / "run"
-        costs[bb] = {"parameters": info.get("parameters", {}), "teacher": str(teacher),
+        shown = Path(teacher).resolve()  # relative to the repository when inside it (no machine paths in results)
+        shown = shown.relative_to(ROOT) if shown.is_relative_to(ROOT) else shown
+        costs[bb] = {"parameters": info.get("parameters", {}), "teacher": str(shown),
                      "seconds_per_iteration": seconds_per_iteration(run_dir) if run_dir.exists() else None}
     params = ["| backbone | teacher | trainable parameters | of the teacher's | fraction | s / iteration |",
               "|---|---|---|---|---|---|"]
