@@ -239,7 +239,9 @@ def export_checkpoint(cfg: VPTeacherConfig) -> Path:
     state = {k: v for k, v in load_file(str(ema_file)).items() if k not in buffers or k in net.state_dict()}
     own = net.state_dict()  # safetensors keeps one name of tied weights (T5's shared / embed_tokens): fill the other
     for key in own.keys() - state.keys():
-        state.update({key: state[k] for k in state if k in own and own[k].data_ptr() == own[key].data_ptr()})
+        alias = next((k for k in state if k in own and own[k].data_ptr() == own[key].data_ptr()), None)
+        if alias is not None:
+            state[key] = state[alias]
     try:  # positional table): those are rebuilt from the config, everything else must match
         net.load_state_dict(state)
     except RuntimeError as err:
