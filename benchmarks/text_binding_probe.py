@@ -36,14 +36,14 @@ def noun_vectors(folder: str, rows) -> tuple[str, torch.Tensor, torch.Tensor]:
     """``(text encoder class, noun vectors, their colours)``."""
     from diffusers import DiffusionPipeline
 
-    from flashdistill.shapes.vp_teacher import encode_prompts
+    from flashdistill.shapes.vp_teacher import VPTeacherConfig, encode_prompts
 
     pipe = DiffusionPipeline.from_pretrained(folder)
     xs, ys = [], []
     with torch.no_grad():
         for i in range(0, len(rows), 256):
             batch = rows[i:i + 256]
-            embeds, _ = encode_prompts(pipe, [r[0] for r in batch], 16)
+            embeds, _ = encode_prompts(pipe, [r[0] for r in batch], VPTeacherConfig.max_sequence_length)
             for j, (text, s1, c1, s2, c2) in enumerate(batch):
                 words = [t.replace("</w>", "").lstrip("▁") for t in
                          pipe.tokenizer.convert_ids_to_tokens(pipe.tokenizer(text).input_ids)]
