@@ -100,6 +100,17 @@ EXPERIMENTS.update({
     "s2_grown": ("`s2_base` on the 11-block student, from `s1_600_grown`", "nano_dmd.yaml", "d384_20",
                  "s1_600_grown", ["train.max_steps=150", "proxy_updates=3", "warmup_noisier=20"]),
 })
+EXPERIMENTS.update({
+    # hypothesis 3 at strength: a discriminator that learns (lr 10x) and a term that counts (weight 10x); on real
+    # renders the adversarial term is the only one that can pull the student beyond its teacher (as in DMD2)
+    "s2_gan": ("`s2_base` with adv_weight 1 (10x) and disc lr 1e-3 (10x)", "nano_dmd.yaml", "d384_20", "s1_600",
+               ["train.max_steps=150", "proxy_updates=3", "warmup_noisier=20", "adv_weight=1.0",
+                "disc_optim.lr=1e-3"]),
+    "s2_real_gan": ("`s2_gan` with real Shapes renders as the prompts and the discriminator's real set",
+                    "nano_dmd.yaml", "real384", "s1_600", ["train.max_steps=150", "proxy_updates=3",
+                                                           "warmup_noisier=20", "adv_weight=1.0",
+                                                           "disc_optim.lr=1e-3"]),
+})
 # students that start from a folder made by a script, not from an experiment: name -> that script's arguments
 STARTS = {"grown_11": ["benchmarks/grow_student.py", "--every", "1"]}
 # the same recipe trained with other seeds of its random draws: the spread between single training runs, which

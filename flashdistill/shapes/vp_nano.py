@@ -61,12 +61,14 @@ def _unet(cross_attention_dim: int):
     )
 
 
-def _pixart(caption_channels: int):
+def _pixart(caption_channels: int, layers: int = 6, heads: int = 4):
+    """PixArt-nano's denoiser: ``layers`` blocks of ``heads`` attention heads of width 32 (the cross-attention
+    reads the caption projected to the same width)."""
     from diffusers import PixArtTransformer2DModel
 
     return PixArtTransformer2DModel(
-        sample_size=16, num_layers=6, patch_size=2, attention_head_dim=32, num_attention_heads=4,
-        caption_channels=caption_channels, in_channels=4, out_channels=4, cross_attention_dim=128,
+        sample_size=16, num_layers=layers, patch_size=2, attention_head_dim=32, num_attention_heads=heads,
+        caption_channels=caption_channels, in_channels=4, out_channels=4, cross_attention_dim=32 * heads,
         norm_type="ada_norm_single", norm_elementwise_affine=False, norm_eps=1e-6, use_additional_conditions=False,
     )
 
@@ -89,9 +91,10 @@ def _clip_cut(src, layers: int):
 
 
 def build_vp_nano_pipeline(backbone: str, seed: int = 0, sd3_teacher: str | Path | None = None,
-                           prediction_type: str = "epsilon"):
+                           prediction_type: str = "epsilon", pixart_size: tuple[int, int] = (6, 4)):
     """A fresh UNet-nano / PixArt-nano pipeline: random denoiser, frozen parts copied from the SD3-nano teacher; its
-    DDIM scheduler says what the denoiser predicts (``epsilon`` as the genuine models, or ``v_prediction``)."""
+    DDIM scheduler says what the denoiser predicts (``epsilon`` as the genuine models, or ``v_prediction``);
+    ``pixart_size`` is PixArt-nano's (blocks, attention heads)."""
     from diffusers import AutoencoderKL, PixArtAlphaPipeline, StableDiffusionPipeline
     from transformers import CLIPTextModelWithProjection, CLIPTokenizer, T5EncoderModel, T5Tokenizer
 
@@ -113,7 +116,7 @@ def build_vp_nano_pipeline(backbone: str, seed: int = 0, sd3_teacher: str | Path
         t5 = T5EncoderModel.from_pretrained(src, subfolder="text_encoder_3").eval()
         tokenizer = T5Tokenizer.from_pretrained(src, subfolder="tokenizer_3")
         pipe = PixArtAlphaPipeline(tokenizer=tokenizer, text_encoder=t5, vae=vae,
-                                   transformer=_pixart(t5.config.d_model),
+                                   transformer=_pixart(t5.config.d_model, *pixart_size),
                                    scheduler=ddim_scheduler("pixart", prediction_type))
     for module in (pipe.vae, pipe.text_encoder):
         module.requires_grad_(False).eval()

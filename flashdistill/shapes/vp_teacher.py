@@ -57,6 +57,10 @@ class VPTeacherConfig:
     # PixArt: train the T5 with the transformer (vp_denoiser.PixArtWithText; exported with it). Off: frozen.
     train_text_encoder: bool = False
     max_sequence_length: int = field(default=16, metadata={"min": 1})  # T5 tokens (PixArt)
+    # PixArt-nano's size for a fresh denoiser: transformer blocks and attention heads (32 wide each); a folder's
+    # own size comes with it (init_from, export)
+    pixart_layers: int = field(default=6, metadata={"min": 1})
+    pixart_heads: int = field(default=4, metadata={"min": 1})
     ema_half_life: float = field(default=150.0, metadata={"min": 1.0})  # EMA half-life in steps (exported)
     guidance_scale: float = field(default=4.0, metadata={"min": 1.0})  # CFG of the sample grids; exported default
     # dtype of the exported denoiser weights: float16 halves the shipped bytes; stock from_pretrained still loads
@@ -71,6 +75,11 @@ class VPTeacherConfig:
         if self.train_text_encoder and self.backbone != "pixart":
             raise ConfigError(f"train_text_encoder = true is for backbone pixart (its T5), not {self.backbone}: "
                               "UNet-nano's CLIP tokens already carry their attributes")
+        sized = [k for k, v in (("pixart_layers", self.pixart_layers), ("pixart_heads", self.pixart_heads))
+                 if v != getattr(VPTeacherConfig, k)]
+        if sized and self.backbone != "pixart":
+            raise ConfigError(f"{', '.join(sized)} set the size of PixArt-nano's transformer, not of {self.backbone}-"
+                              "nano's denoiser (leave them at their defaults)")
         if self.snr_floor > 0 and (self.snr_gamma <= 0 or self.snr_floor > self.snr_gamma):
             raise ConfigError(f"snr_floor = {self.snr_floor} needs min-SNR on with snr_floor <= snr_gamma "
                               f"(snr_gamma = {self.snr_gamma})")
@@ -120,14 +129,18 @@ def encode_prompts(pipe, prompts: list[str], max_sequence_length: int) -> tuple[
 def _build(cfg: VPTeacherConfig):
     from .vp_nano import build_vp_nano_pipeline
 
-    pipe = build_vp_nano_pipeline(cfg.backbone, seed=cfg.seed, sd3_teacher=cfg.sd3_teacher,
-                                  prediction_type=cfg.prediction_type)
+    size = (cfg.pixart_layers, cfg.pixart_heads)
     if cfg.init_from:
-        from diffusers import DiffusionPipeline
-
         if not (Path(cfg.init_from) / "model_index.json").is_file():
             raise ConfigError(f"init_from={cfg.init_from}: no pipeline folder there (model_index.json); give a "
                               f"{cfg.backbone}-nano teacher written by train-teacher or its stage export")
+        if cfg.backbone == "pixart":
+            size = _folder_pixart_size(cfg, size)
+    pipe = build_vp_nano_pipeline(cfg.backbone, seed=cfg.seed, sd3_teacher=cfg.sd3_teacher,
+                                  prediction_type=cfg.prediction_type, pixart_size=size)
+    if cfg.init_from:
+        from diffusers import DiffusionPipeline
+
         src = DiffusionPipeline.from_pretrained(cfg.init_from)
         try:  # the folder's text encoder too: the one its denoiser was trained with (trained or SD3-nano's)
             denoiser_of(pipe).load_state_dict(denoiser_of(src).state_dict())
@@ -135,6 +148,22 @@ def _build(cfg: VPTeacherConfig):
         except RuntimeError as err:
             raise ConfigError(f"init_from={cfg.init_from}: not a {cfg.backbone}-nano teacher ({err})") from None
     return pipe
+
+
+def _folder_pixart_size(cfg: VPTeacherConfig, asked: tuple[int, int]) -> tuple[int, int]:
+    """The (blocks, heads) of the PixArt folder ``init_from`` continues; set sizes must agree with it."""
+    path = Path(cfg.init_from) / "transformer" / "config.json"
+    try:
+        tc = json.loads(path.read_text())
+        size = (int(tc["num_layers"]), int(tc["num_attention_heads"]))
+    except (OSError, ValueError, KeyError) as err:
+        raise ConfigError(f"init_from={cfg.init_from}: cannot read the transformer's size from {path} "
+                          f"({err})") from None
+    default = (VPTeacherConfig.pixart_layers, VPTeacherConfig.pixart_heads)
+    if asked != default and asked != size:
+        raise ConfigError(f"pixart_layers = {asked[0]}, pixart_heads = {asked[1]} disagree with init_from="
+                          f"{cfg.init_from} ({size[0]} blocks, {size[1]} heads); leave them out to continue it")
+    return size
 
 
 def train(cfg: VPTeacherConfig) -> Path | None:

@@ -255,3 +255,33 @@ def test_train_text_encoder_is_for_pixart_only():
 
     with pytest.raises(ConfigError, match="train_text_encoder"):
         load_config(VPTeacherConfig, None, ["backbone=unet", "train_text_encoder=true"])
+
+
+def test_pixart_size_keys_build_train_export_and_continue(tmp_path):
+    from diffusers import PixArtAlphaPipeline
+
+    from flashdistill.config import ConfigError, load_config
+    from flashdistill.shapes.vp_teacher import VPTeacherConfig, _build
+
+    base = [f"out={tmp_path / 'out'}", f"train.run_dir={tmp_path / 'run'}", "pool_size=64", "batch_size=4",
+            "train.max_steps=2", "train.log.samples_every=0", "pixart_layers=3", "pixart_heads=6"]
+    assert main(["train-teacher", "--config", "configs/pixart_nano_teacher.yaml", *base]) == 0
+    net = PixArtAlphaPipeline.from_pretrained(tmp_path / "out").transformer  # the stock class reads its size
+    assert (net.config.num_layers, net.config.num_attention_heads) == (3, 6)
+    assert len(net.transformer_blocks) == 3 and net.transformer_blocks[0].attn2.to_k.in_features == 6 * 32
+    # init_from continues the folder at its own size, without the keys; sizes that disagree are refused by name
+    cont = _build(load_config(VPTeacherConfig, "configs/pixart_nano_teacher.yaml", [f"init_from={tmp_path / 'out'}"]))
+    for k, v in net.state_dict().items():
+        torch.testing.assert_close(cont.transformer.state_dict()[k], v)
+    with pytest.raises(ConfigError, match="pixart_heads = 8"):
+        _build(load_config(VPTeacherConfig, "configs/pixart_nano_teacher.yaml",
+                           [f"init_from={tmp_path / 'out'}", "pixart_heads=8"]))
+
+
+def test_pixart_size_keys_are_for_pixart_only():
+    from flashdistill.config import ConfigError, load_config
+    from flashdistill.shapes.vp_teacher import VPTeacherConfig
+
+    with pytest.raises(ConfigError, match="pixart_layers"):
+        load_config(VPTeacherConfig, None, ["backbone=unet", "pixart_layers=8"])
+    load_config(VPTeacherConfig, None, ["backbone=unet"])  # the defaults are fine
