@@ -23,7 +23,8 @@ def x0_errors(folder: str, n: int, indices: list[int]) -> tuple[str, float, list
     from flashdistill.models.backbones import denoiser_of
     from flashdistill.models.vae import LatentCodec
     from flashdistill.shapes.data import ShapesPool
-    from flashdistill.shapes.vp_teacher import VPTeacherConfig, call_denoiser, encode_prompts
+    from flashdistill.shapes.vp_denoiser import call_denoiser
+    from flashdistill.shapes.vp_teacher import VPTeacherConfig, encode_prompts
 
     pool = ShapesPool(n, seed=99, split="train")
     images = torch.stack([pool[i]["image"] for i in range(n)])

@@ -28,7 +28,7 @@ from ..training.configs import OptimConfig, TrainConfig
 from .vp_denoiser import PixArtWithText, call_denoiser, t5_tokens
 from .vp_nano import BACKBONES
 
-__all__ = ["VPTeacherConfig", "call_denoiser", "denoiser_of", "encode_prompts", "loss_weight", "training_target",
+__all__ = ["VPTeacherConfig", "encode_prompts", "loss_weight", "training_target",
            "train", "export", "run_config"]
 
 

@@ -30,8 +30,9 @@ def _stock_class(backbone):
 
 
 def test_export_is_a_stock_pipeline_and_only_the_denoiser_trained(trained):
+    from flashdistill.models.backbones import denoiser_of
     from flashdistill.shapes.vp_nano import build_vp_nano_pipeline
-    from flashdistill.shapes.vp_teacher import denoiser_of, sample_stock
+    from flashdistill.shapes.vp_teacher import sample_stock
 
     backbone, root, _ = trained
     out = root / "out"
@@ -105,8 +106,9 @@ def test_training_draws_name_their_device(tmp_path):
 def test_fp16_export_halves_the_denoiser_and_loads_as_fp32(tmp_path):
     from safetensors import safe_open
 
+    from flashdistill.models.backbones import denoiser_of
     from flashdistill.shapes.vp_nano import build_vp_nano_pipeline
-    from flashdistill.shapes.vp_teacher import VPTeacherConfig, denoiser_of, export
+    from flashdistill.shapes.vp_teacher import VPTeacherConfig, export
 
     pipe = build_vp_nano_pipeline("unet", seed=0)
     sizes = {}
@@ -205,9 +207,10 @@ def test_snr_floor_is_validated_by_name(tmp_path):
 def test_pixart_t5_inside_the_trained_module_encodes_as_the_stock_pipeline():
     """PixArtWithText's tokens + T5 give exactly the stock encode_prompt's embeddings and mask (the empty prompt
     included), and its output is the plain denoiser call on them."""
+    from flashdistill.models.backbones import denoiser_of
     from flashdistill.shapes.vp_denoiser import PixArtWithText, call_denoiser, t5_tokens
     from flashdistill.shapes.vp_nano import build_vp_nano_pipeline
-    from flashdistill.shapes.vp_teacher import denoiser_of, encode_prompts
+    from flashdistill.shapes.vp_teacher import encode_prompts
 
     pipe = build_vp_nano_pipeline("pixart", seed=0)
     prompts = ["A red circle ", "", "two blue squares above a green cross"]
