@@ -110,6 +110,13 @@ EXPERIMENTS.update({
                     "nano_dmd.yaml", "real384", "s1_600", ["train.max_steps=150", "proxy_updates=3",
                                                            "warmup_noisier=20", "adv_weight=1.0",
                                                            "disc_optim.lr=1e-3"]),
+    # hypothesis 5: the fake score's accuracy where it is read (timestep sharing reads it at t = 0.75, 0.5, 0.25)
+    "s2_proxy_lr": ("`s2_base` with proxy lr 3e-4 (3x): the fake score tracks the moving student closer",
+                    "nano_dmd.yaml", "d384_20", "s1_600", ["train.max_steps=150", "proxy_updates=3",
+                                                           "warmup_noisier=20", "proxy_optim.lr=3e-4"]),
+    "s2_proxy_t": ("`s2_base` with the proxy trained on t ~ U(0.2, 0.8) only, around the shared grid times",
+                   "nano_dmd.yaml", "d384_20", "s1_600", ["train.max_steps=150", "proxy_updates=3",
+                                                          "warmup_noisier=20", "proxy_t_range=[0.2,0.8]"]),
 })
 # students that start from a folder made by a script, not from an experiment: name -> that script's arguments
 STARTS = {"grown_11": ["benchmarks/grow_student.py", "--every", "1"]}
