@@ -57,8 +57,8 @@ class VPTeacherConfig:
     # PixArt: train the T5 with the transformer (vp_denoiser.PixArtWithText; exported with it). Off: frozen.
     train_text_encoder: bool = False
     max_sequence_length: int = field(default=16, metadata={"min": 1})  # T5 tokens (PixArt)
-    # PixArt-nano's size for a fresh denoiser: transformer blocks and attention heads (32 wide each); a folder's
-    # own size comes with it (init_from, export)
+    # PixArt-nano's size for a fresh denoiser: transformer blocks and attention heads (32 wide each); init_from
+    # continues a folder at its own size, export_from needs the values the run was trained with
     pixart_layers: int = field(default=6, metadata={"min": 1})
     pixart_heads: int = field(default=4, metadata={"min": 1})
     ema_half_life: float = field(default=150.0, metadata={"min": 1.0})  # EMA half-life in steps (exported)
@@ -274,7 +274,9 @@ def export_checkpoint(cfg: VPTeacherConfig) -> Path:
     try:  # positional table): those are rebuilt from the config, everything else must match
         net.load_state_dict(state)
     except RuntimeError as err:
-        raise ConfigError(f"{ema_file}: not a {cfg.backbone}-nano denoiser ({str(err)[:300]})") from None
+        hint = (f"; trained with other sizes? give its pixart_layers / pixart_heads (now {cfg.pixart_layers} / "
+                f"{cfg.pixart_heads})" if cfg.backbone == "pixart" else "")
+        raise ConfigError(f"{ema_file}: not a {cfg.backbone}-nano denoiser{hint} ({str(err)[:300]})") from None
     return export(pipe, cfg)
 
 

@@ -264,7 +264,7 @@ def test_pixart_size_keys_build_train_export_and_continue(tmp_path):
     from diffusers import PixArtAlphaPipeline
 
     from flashdistill.config import ConfigError, load_config
-    from flashdistill.shapes.vp_teacher import VPTeacherConfig, _build
+    from flashdistill.shapes.vp_teacher import VPTeacherConfig, _build, export_checkpoint
 
     base = [f"out={tmp_path / 'out'}", f"train.run_dir={tmp_path / 'run'}", "pool_size=64", "batch_size=4",
             "train.max_steps=2", "train.log.samples_every=0", "pixart_layers=3", "pixart_heads=6"]
@@ -279,6 +279,15 @@ def test_pixart_size_keys_build_train_export_and_continue(tmp_path):
     with pytest.raises(ConfigError, match="pixart_heads = 8"):
         _build(load_config(VPTeacherConfig, "configs/pixart_nano_teacher.yaml",
                            [f"init_from={tmp_path / 'out'}", "pixart_heads=8"]))
+    # the export stage needs the run's sizes: without them it names the keys
+    ck = sorted((tmp_path / "run" / "checkpoints").iterdir())[-1]
+    with pytest.raises(ConfigError, match="pixart_layers / pixart_heads"):
+        export_checkpoint(load_config(VPTeacherConfig, "configs/pixart_nano_teacher.yaml",
+                                      ["stages=[export]", f"export_from={ck}", f"out={tmp_path / 'again'}"]))
+    export_checkpoint(load_config(VPTeacherConfig, "configs/pixart_nano_teacher.yaml",
+                                  ["stages=[export]", f"export_from={ck}", f"out={tmp_path / 'again'}",
+                                   "pixart_layers=3", "pixart_heads=6"]))
+    assert PixArtAlphaPipeline.from_pretrained(tmp_path / "again").transformer.config.num_attention_heads == 6
 
 
 def test_pixart_size_keys_are_for_pixart_only():
