@@ -26,6 +26,8 @@ DATASETS = {"d384_20": (384, 20), "d1536_20": (1536, 20), "d384_50": (384, 50), 
             "d384_20_s3": (384, 20)}
 GRIDS = {"d384_20_s3": "[1.0,0.9,0.75,0.5,0.0]"}  # trajectories stored at the shift-3 student grid
 
+# the demo's stage 2 (150 iterations, proxy_updates 3, warm-up 20): the base every `s2_*` experiment changes
+S2 = ["train.max_steps=150", "proxy_updates=3", "warmup_noisier=20"]
 # name -> what changes, its stage config, dataset, the experiment whose student it starts from, overrides
 EXPERIMENTS = {
     "s1_150": ("stage 1, 150 iterations (the demo's)", "nano_pretrain.yaml", "d384_20", None,
@@ -41,48 +43,47 @@ EXPERIMENTS = {
     "s1_600_shift3": ("stage 1, 600 iterations, student grid shifted by 3: (1, .9, .75, .5)", "nano_pretrain.yaml",
                       "d384_20_s3", None, ["train.max_steps=600", "grid_shift=3"]),
     "s2_last": ("`s2_base` with a DMD term for the last step (last_step_dmd: renoise)", "nano_dmd.yaml", "d384_20",
-                "s1_600", ["train.max_steps=150", "proxy_updates=3", "warmup_noisier=20", "last_step_dmd=renoise"]),
+                "s1_600", S2 + ["last_step_dmd=renoise"]),
     "s2_p1536": ("`s2_base` on 1536 prompts (DMD needs no teacher sample per prompt)", "nano_dmd.yaml",
-                 "d1536_20", "s1_600", ["train.max_steps=150", "proxy_updates=3", "warmup_noisier=20"]),
+                 "d1536_20", "s1_600", S2),
     "s2_ema": ("`s2_base` exporting an EMA of the student (decay 0.95, warm-up)", "nano_dmd.yaml", "d384_20", "s1_600",
-               ["train.max_steps=150", "proxy_updates=3", "warmup_noisier=20", "ema_decay=0.95", "ema_warmup=true"]),
+               S2 + ["ema_decay=0.95", "ema_warmup=true"]),
     "s1_600_seed1": ("`s1_600` with seed 1 (run-to-run variation)", "nano_pretrain.yaml", "d384_20", None,
                      ["train.max_steps=600", "seed=1"]),
     "s1_600_seed2": ("`s1_600` with seed 2 (run-to-run variation)", "nano_pretrain.yaml", "d384_20", None,
                      ["train.max_steps=600", "seed=2"]),
     # run-to-run variation: `s2_base` again with other seeds of its random draws (noise, steps, heads)
     "s2_seed1": ("`s2_base` with seed 1 (run-to-run variation)", "nano_dmd.yaml", "d384_20", "s1_600",
-                 ["train.max_steps=150", "proxy_updates=3", "warmup_noisier=20", "seed=1"]),
+                 S2 + ["seed=1"]),
     "s2_seed2": ("`s2_base` with seed 2 (run-to-run variation)", "nano_dmd.yaml", "d384_20", "s1_600",
-                 ["train.max_steps=150", "proxy_updates=3", "warmup_noisier=20", "seed=2"]),
+                 S2 + ["seed=2"]),
     # the 2-step student: trajectory guidance on (1, .5, 0) from the 4-step stage-1 student, then stage 2 as shipped
     "s1_2step": ("2-step: stage 1 on (1, .5), 600 iterations, from `s1_600`", "nano_pretrain.yaml", "d384_20",
                  "s1_600", ["num_steps=2", "train.max_steps=600"]),
     # stage 2 (the demo's settings: 150 iterations, proxy_updates 3, warm-up 20) from the 600-iteration stage 1
     "s2_base": ("stage 2 (the demo's), from `s1_600`", "nano_dmd.yaml", "d384_20", "s1_600",
-                ["train.max_steps=150", "proxy_updates=3", "warmup_noisier=20"]),
+                S2),
     "s2_real": ("`s2_base` with real Shapes renders as the prompts and the discriminator's real set",
-                "nano_dmd.yaml", "real384", "s1_600", ["train.max_steps=150", "proxy_updates=3", "warmup_noisier=20"]),
+                "nano_dmd.yaml", "real384", "s1_600", S2),
     "s2_lr": ("`s2_base` with student lr 1e-4 (5x)", "nano_dmd.yaml", "d384_20", "s1_600",
-              ["train.max_steps=150", "proxy_updates=3", "warmup_noisier=20", "student_optim.lr=1e-4"]),
+              S2 + ["student_optim.lr=1e-4"]),
     "s2_hi": ("`s2_base` training the steps at t = 1 and 0.75 3x as often (step_weights [3, 3, 1, 1])",
               "nano_dmd.yaml", "d384_20", "s1_600",
-              ["train.max_steps=150", "proxy_updates=3", "warmup_noisier=20", "step_weights=[3,3,1,1]"]),
+              S2 + ["step_weights=[3,3,1,1]"]),
     "s2_shift3": ("`s2_base` on the shift-3 grid, from `s1_600_shift3`", "nano_dmd.yaml", "d384_20_s3",
-                  "s1_600_shift3", ["train.max_steps=150", "proxy_updates=3", "warmup_noisier=20", "grid_shift=3"]),
+                  "s1_600_shift3", S2 + ["grid_shift=3"]),
     "s2_300": ("`s2_base` for 300 iterations", "nano_dmd.yaml", "d384_20", "s1_600",
                ["train.max_steps=300", "proxy_updates=3", "warmup_noisier=20"]),
     "s2_pu5": ("`s2_base` with proxy_updates 5 (nano_dmd.yaml's)", "nano_dmd.yaml", "d384_20", "s1_600",
                ["train.max_steps=150", "proxy_updates=5", "warmup_noisier=20"]),
     "s2_cfg4": ("`s2_base` with the DMD real score at CFG 4 (the teacher's own scale is 2.5)", "nano_dmd.yaml",
-                "d384_20", "s1_600", ["train.max_steps=150", "proxy_updates=3", "warmup_noisier=20",
-                                      "guidance_scale=4"]),
+                "d384_20", "s1_600", S2 + ["guidance_scale=4"]),
     "s2_adv0": ("`s2_base` without the adversarial term (adv_weight 0)", "nano_dmd.yaml", "d384_20", "s1_600",
-                ["train.max_steps=150", "proxy_updates=3", "warmup_noisier=20", "adv_weight=0"]),
+                S2 + ["adv_weight=0"]),
     "s2_adv0_seed1": ("`s2_adv0` with seed 1 (run-to-run variation)", "nano_dmd.yaml", "d384_20", "s1_600",
-                      ["train.max_steps=150", "proxy_updates=3", "warmup_noisier=20", "adv_weight=0", "seed=1"]),
+                      S2 + ["adv_weight=0", "seed=1"]),
     "s2_adv0_seed2": ("`s2_adv0` with seed 2 (run-to-run variation)", "nano_dmd.yaml", "d384_20", "s1_600",
-                      ["train.max_steps=150", "proxy_updates=3", "warmup_noisier=20", "adv_weight=0", "seed=2"]),
+                      S2 + ["adv_weight=0", "seed=2"]),
     # the 2-step student (nano_2step.yaml: stage 2 on (1, .5) with the gram loss), from the 4-step stage-2 student
     # as the paper does, or from the 2-step stage-1 student
     "two_s2": ("2-step: nano_2step.yaml (gram loss), 150 iterations, from `s2_base`", "nano_2step.yaml", "d384_20",
@@ -98,25 +99,20 @@ EXPERIMENTS.update({
                      "blocks inserted; 6.7M parameters, 1.8x)", "nano_pretrain.yaml", "d384_20", "grown_11",
                      ["train.max_steps=600"]),
     "s2_grown": ("`s2_base` on the 11-block student, from `s1_600_grown`", "nano_dmd.yaml", "d384_20",
-                 "s1_600_grown", ["train.max_steps=150", "proxy_updates=3", "warmup_noisier=20"]),
+                 "s1_600_grown", S2),
 })
 EXPERIMENTS.update({
     # hypothesis 3 at strength: a discriminator that learns (lr 10x) and a term that counts (weight 10x); on real
     # renders the adversarial term is the only one that can pull the student beyond its teacher (as in DMD2)
     "s2_gan": ("`s2_base` with adv_weight 1 (10x) and disc lr 1e-3 (10x)", "nano_dmd.yaml", "d384_20", "s1_600",
-               ["train.max_steps=150", "proxy_updates=3", "warmup_noisier=20", "adv_weight=1.0",
-                "disc_optim.lr=1e-3"]),
+               S2 + ["adv_weight=1.0", "disc_optim.lr=1e-3"]),
     "s2_real_gan": ("`s2_gan` with real Shapes renders as the prompts and the discriminator's real set",
-                    "nano_dmd.yaml", "real384", "s1_600", ["train.max_steps=150", "proxy_updates=3",
-                                                           "warmup_noisier=20", "adv_weight=1.0",
-                                                           "disc_optim.lr=1e-3"]),
+                    "nano_dmd.yaml", "real384", "s1_600", S2 + ["adv_weight=1.0", "disc_optim.lr=1e-3"]),
     # hypothesis 5: the fake score's accuracy where it is read (timestep sharing reads it at t = 0.75, 0.5, 0.25)
     "s2_proxy_lr": ("`s2_base` with proxy lr 3e-4 (3x): the fake score tracks the moving student closer",
-                    "nano_dmd.yaml", "d384_20", "s1_600", ["train.max_steps=150", "proxy_updates=3",
-                                                           "warmup_noisier=20", "proxy_optim.lr=3e-4"]),
+                    "nano_dmd.yaml", "d384_20", "s1_600", S2 + ["proxy_optim.lr=3e-4"]),
     "s2_proxy_t": ("`s2_base` with the proxy trained on t ~ U(0.2, 0.8) only, around the shared grid times",
-                   "nano_dmd.yaml", "d384_20", "s1_600", ["train.max_steps=150", "proxy_updates=3",
-                                                          "warmup_noisier=20", "proxy_t_range=[0.2,0.8]"]),
+                   "nano_dmd.yaml", "d384_20", "s1_600", S2 + ["proxy_t_range=[0.2,0.8]"]),
 })
 # students that start from a folder made by a script, not from an experiment: name -> that script's arguments
 STARTS = {"grown_11": ["benchmarks/grow_student.py", "--every", "1"]}
