@@ -127,8 +127,22 @@ def latency_chart(out: dict, path: Path, size: tuple[int, int] = (760, 0)) -> Pa
     return path
 
 
+def portable(obj, root: Path | None = None):
+    """``obj`` with every string path under ``root`` (default: the working directory) made relative to it, so that
+    committed results name ``flashdistill/assets/sd3-nano``, not one machine's checkout."""
+    prefix = str((root or Path.cwd()).resolve()) + "/"
+    if isinstance(obj, str):
+        return obj.replace(prefix, "")
+    if isinstance(obj, dict):
+        return {k: portable(v, root) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [portable(v, root) for v in obj]
+    return obj
+
+
 def write_results(out: dict, folder: Path, name: str) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
+    out = portable(out)
     json_path, md_path = folder / f"{name}.json", folder / f"{name}.md"
     json_path.write_text(json.dumps(out, indent=1) + "\n")
     lines = [f"# flashdistill bench ({'quick' if out['quick'] else 'full'})", "",

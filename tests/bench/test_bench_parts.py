@@ -169,3 +169,14 @@ def test_sd35_medium_counts_on_the_meta_device():
     assert 2.0e9 < p["transformer"] < 2.6e9  # MM-DiT-X, "2.5B"
     assert 4.7e9 < p["text_encoder_3"] < 4.8e9  # T5-XXL encoder with its (tied, counted once) embedding
     assert 6.5e8 < p["text_encoder_2"] < 7.0e8 and 1.2e8 < p["text_encoder"] < 1.3e8
+
+
+def test_results_name_paths_relative_to_the_checkout(tmp_path):
+    from flashdistill.bench.report import portable
+
+    root = tmp_path / "checkout"
+    out = {"teacher": str(root / "flashdistill/assets/sd3-nano"), "n": 3,
+           "overrides": [f"teacher={root}/flashdistill/assets/sd3-nano", "/elsewhere/x"]}
+    got = portable(out, root)
+    assert got == {"teacher": "flashdistill/assets/sd3-nano", "n": 3,
+                   "overrides": ["teacher=flashdistill/assets/sd3-nano", "/elsewhere/x"]}
