@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 import yaml
-from flash_diffusion_nano import FD, ROOT, needs_training, seconds_per_iteration, sh
+from flash_diffusion_nano import FD, ROOT, judged, needs_training, seconds_per_iteration, sh
 
 CFG = ROOT / "configs" / "flash_diffusion"
 # backbone -> (shipped teacher name, recipe config, data config)
@@ -77,26 +77,6 @@ def main() -> int:
     if args.train_only:
         return 0
     return report(args, w, teachers, students)
-
-
-def judged(cache: Path, key: str, folder, seeds, n: int, steps, guidance, label: str) -> dict:
-    """One row under the protocol, kept in ``cache`` (scores + images, keyed by the row, seeds and prompts per
-    category) so that a crash or a stop loses no finished row; a retrained student's rows go with its folder."""
-    import torch
-
-    from flashdistill.eval.model_eval import evaluate_seeds
-
-    path = cache / f"{key}_{'-'.join(map(str, seeds))}_{n}.pt"
-    written = Path(folder) / "flashdistill.json"  # rewritten whenever the folder is (re)trained or exported
-    if path.exists() and (not written.exists() or path.stat().st_mtime >= written.stat().st_mtime):
-        res = torch.load(path, weights_only=False)
-        if res.pop("folder", str(folder)) == str(folder):  # a row of another teacher (--teacher) is judged again
-            return res
-    print(f"= {cache.parent.name}: evaluating {label} on seed sets {seeds}", flush=True)
-    res = evaluate_seeds(folder, seeds, n, steps=steps, guidance=guidance)
-    cache.mkdir(parents=True, exist_ok=True)
-    torch.save({**res, "folder": str(folder)}, path)
-    return res
 
 
 def report(args, w: Path, teachers: dict, students: dict) -> int:

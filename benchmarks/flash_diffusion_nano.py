@@ -6,8 +6,11 @@ Renders and encodes real Shapes scenes, trains the LoRA student of ``configs/fla
 paper's Fig. 5 ablations at the same number of iterations (each a YAML derived from nano.yaml, written next to its
 run, with the keys the change makes unused removed), then judges the teacher (50 steps CFG, 4- and 2-step Euler),
 the student at 1, 2 and 4 steps and every ablation at 4 steps on the same prompts and seeds. Every trained folder
-that exists is reused, so an interrupted run resumes; rows whose model was not trained are left out (and listed).
-``--sd35-flash DIR`` adds an SD3.5-Flash 4-step student folder trained on the same teacher to the side-by-side table.
+that exists is reused, and every judged row is kept under <work>/eval, so an interrupted run resumes; rows whose model
+was not trained are left out (and listed). The report adds paired intervals (each ablation against the full
+student) and checks nano.yaml's measured choices (``--choices``) on selection seed sets kept apart from the
+reported ones. ``--sd35-flash`` also trains SD3.5-Flash's demo-sized 4-step student on the same teacher for the
+side-by-side table.
 """
 
 from __future__ import annotations
@@ -89,6 +92,26 @@ def train(w: Path, name: str, changes: dict, drop: list, iters: int, data: Path)
     cost = sh(FD + ["distill", "--config", path])
     (w / f"run_{name}" / "cost.json").write_text(json.dumps(cost) + "\n")
     return out
+
+
+def judged(cache: Path, key: str, folder, seeds, n: int, steps, guidance, label: str) -> dict:
+    """One row under the protocol, kept in ``cache`` (scores + images, keyed by the row, seeds and prompts per
+    category) so that a crash or a stop loses no finished row; a retrained student's rows go with its folder."""
+    import torch
+
+    from flashdistill.eval.model_eval import evaluate_seeds
+
+    path = cache / f"{key}_{'-'.join(map(str, seeds))}_{n}.pt"
+    written = Path(folder) / "flashdistill.json"  # rewritten whenever the folder is (re)trained or exported
+    if path.exists() and (not written.exists() or path.stat().st_mtime >= written.stat().st_mtime):
+        res = torch.load(path, weights_only=False)
+        if res.pop("folder", str(folder)) == str(folder):  # a row of another teacher (--teacher) is judged again
+            return res
+    print(f"= {cache.parent.name}: evaluating {label} on seed sets {seeds}", flush=True)
+    res = evaluate_seeds(folder, seeds, n, steps=steps, guidance=guidance)
+    cache.mkdir(parents=True, exist_ok=True)
+    torch.save({**res, "folder": str(folder)}, path)
+    return res
 
 
 def sd35_flash(w: Path, images: Path) -> Path:
@@ -175,6 +198,10 @@ def main() -> int:
                     "on the same teacher and captions, for the side-by-side table")
     ap.add_argument("--results", default="docs/results")
     ap.add_argument("--train-only", action="store_true")
+    ap.add_argument("--selection-seeds", default="5,6", help="seed sets on which the shipped choices are checked "
+                    "against their ablation (kept apart from --seeds)")
+    ap.add_argument("--choices", default="grid_uniform", help="ablations that undo a choice of nano.yaml made by "
+                    "measurement; each is compared with the student on --selection-seeds")
     args = ap.parse_args()
     names = (list(ABLATIONS) if args.ablations == "all" else [] if args.ablations == "none"
              else [n for n in args.ablations.split(",") if n])
@@ -199,7 +226,7 @@ def main() -> int:
 
 def report(args, w: Path, names: list[str]) -> int:
     from flashdistill.demo import comparison_grid
-    from flashdistill.eval.model_eval import evaluate_seeds, scores_json
+    from flashdistill.eval.model_eval import scores_json
     from flashdistill.eval.plots import line_plot, read_metrics
     from flashdistill.eval.protocol import parse_seeds, results_table, summary_row
     from flashdistill.pipelines.folders import guidance_of, read_run_settings
@@ -225,11 +252,13 @@ def report(args, w: Path, names: list[str]) -> int:
         if not (folder / "flashdistill.json").exists():
             missing.append(key)
             continue
-        print(f"= evaluating {label} on seed sets {seeds}", flush=True)
-        res = evaluate_seeds(folder, seeds, args.n_per_category, steps=steps, guidance=guidance)
+        res = judged(w / "eval", key, folder, seeds, args.n_per_category, steps, guidance, label)
         pictures[label] = res.pop("images")
         results[label] = res
         summary[key] = {"label": label, **summary_row(res)}
+    paired = paired_lines(results, rows, summary)
+    chosen = _selection_results(args, w, names)
+    selection = selection_check(args, chosen)
     cost = {}
     for key, run_dir in [("student", w / "run_student")] + [(n, w / f"run_{n}") for n in names]:
         if (run_dir / "metrics.jsonl").exists():
@@ -254,17 +283,99 @@ def report(args, w: Path, names: list[str]) -> int:
             "training sample's noise) with a 95% bootstrap interval (FD: Student-t over the sets).\n\n"
             f"LoRA student: {params.get('trainable', 0):,} trainable of {params.get('total', 0):,} teacher parameters "
             f"({100 * params.get('trainable', 0) / max(params.get('total', 1), 1):.1f}%).\n\n"
-            + "\n".join(lines) + f"\n\nSeconds per training iteration (2 CPU cores): {cost_line}.\n" + side
+            + "\n".join(lines) + "\n\n" + paired + selection
+            + f"\nSeconds per training iteration (2 CPU cores): {cost_line}.\n" + side
             + (f"\nNot trained in this run (no row): {', '.join(missing)}.\n" if missing else "")
             + "\n![grid](flash_diffusion_nano_grid.png)\n\n## Loss curves\n\n"
             + "\n".join(f"![{c}]({c})" for c in curves) + "\n")
     (out / "flash_diffusion_nano.md").write_text(text)
     (out / "flash_diffusion_nano.json").write_text(json.dumps({
-        "summary": summary, "parameters": params, "seconds_per_iteration": cost, "missing": missing,
+        "summary": summary, "selection": selection_json(args, chosen), "parameters": params,
+        "seconds_per_iteration": cost, "missing": missing,
         "protocol": {"seeds": seeds, "n_per_category": args.n_per_category, "iterations": args.iters,
                      "command": cmd}, "results": json.loads(scores_json(results))}, indent=2) + "\n")
     print(text)
     return 0
+
+
+def _delta(a: dict, b: dict, scale: float = 1.0) -> tuple[float, float, float]:
+    from flashdistill.eval.protocol import paired_difference
+
+    return paired_difference(a["train"]["cells"], b["train"]["cells"], scale_b=scale)
+
+
+def _verdict(d: tuple[float, float, float]) -> str:
+    return "no measurable effect" if d[1] <= 0 <= d[2] else ("better" if d[1] > 0 else "worse")
+
+
+def paired_lines(results: dict, rows: dict, summary: dict) -> str:
+    """Paired intervals (the same prompts and noises): the students against the teacher's Euler at as many steps and
+    against 0.9x the 50-step teacher, and every other row against the full LoRA student at 4 steps. An interval
+    holding 0 is reported as "no measurable effect", not as a direction."""
+    by_key = {key: results[label] for label, (key, *_rest) in rows.items() if label in results}
+    if "student_4" not in by_key:
+        return ""
+    out = ["## Paired differences (95% bootstrap over prompts, the same prompts and noises)", "",
+           "| comparison | Δ ShapesEval [95% CI] | verdict |", "|---|---|---|"]
+
+    def add(key: str, text: str, d: tuple[float, float, float], tag: str) -> None:
+        summary[key][tag] = {"mean": d[0], "ci95": [d[1], d[2]]}
+        out.append(f"| {text} | {d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}] | {_verdict(d)} |")
+
+    for n in (4, 2):
+        if f"student_{n}" in by_key and f"teacher_euler_{n}" in by_key:
+            add(f"student_{n}", f"student, {n} steps − teacher's {n}-step Euler", _delta(
+                by_key[f"student_{n}"], by_key[f"teacher_euler_{n}"]), "delta_vs_teacher_euler")
+    if "teacher_50" in by_key:
+        add("student_4", "student, 4 steps − 0.9 × teacher, 50 steps", _delta(
+            by_key["student_4"], by_key["teacher_50"], 0.9), "delta_vs_0.9_teacher_50")
+    for label, (key, *_rest) in rows.items():
+        if key in by_key and key not in ("student_4", "student_2", "student_1") and not key.startswith("teacher"):
+            add(key, f"{label} − the full student, 4 steps", _delta(by_key[key], by_key["student_4"]),
+                "delta_vs_student_4")
+    return "\n".join(out) + "\n"
+
+
+def _selection_results(args, w: Path, names: list[str]) -> dict:
+    from flashdistill.eval.protocol import parse_seeds
+
+    seeds = parse_seeds(args.selection_seeds)
+    chosen = [c for c in args.choices.split(",") if c and c in names and (w / c / "flashdistill.json").exists()]
+    if not chosen:
+        return {}
+    res = {"student": judged(w / "eval", "student_4", w / "student", seeds, args.n_per_category, None, None,
+                             "LoRA student, 4 steps")}
+    for c in chosen:
+        res[c] = judged(w / "eval", c, w / c, seeds, args.n_per_category, None, None, ABLATIONS[c][0])
+    return res
+
+
+def selection_json(args, res: dict) -> dict:
+    from flashdistill.eval.protocol import summary_row
+
+    out = {k: summary_row(r) for k, r in res.items()}
+    for c in res:
+        if c != "student":
+            d = _delta(res["student"], res[c])
+            out[c]["delta_student_minus_this"] = {"mean": d[0], "ci95": [d[1], d[2]]}
+    return {"seeds": args.selection_seeds, **out} if out else {}
+
+
+def selection_check(args, res: dict) -> str:
+    """The choices nano.yaml made by measurement, checked on seed sets kept apart from the reported ones."""
+    from flashdistill.eval.protocol import format_score
+
+    if not res:
+        return ""
+    out = [f"## The shipped choices on the selection seed sets {args.selection_seeds} (not the reported ones)", "",
+           "| choice undone | its ShapesEval | the student's | student − it (paired) | verdict |",
+           "|---|---|---|---|---|"]
+    for c, r in res.items():
+        if c != "student":
+            d = _delta(res["student"], r)
+            out.append(f"| {ABLATIONS[c][0]} | {format_score(r['train'])} | {format_score(res['student']['train'])} "
+                       f"| {d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}] | {_verdict(d)} |")
+    return "\n" + "\n".join(out) + "\n"
 
 
 if __name__ == "__main__":
