@@ -305,7 +305,7 @@ def _delta(a: dict, b: dict, scale: float = 1.0) -> tuple[float, float, float]:
 
 
 def _verdict(d: tuple[float, float, float]) -> str:
-    return "no measurable effect" if d[1] <= 0 <= d[2] else ("better" if d[1] > 0 else "worse")
+    return "no measurable effect" if d[1] <= 0 <= d[2] else ("above 0" if d[1] > 0 else "below 0")
 
 
 def paired_lines(results: dict, rows: dict, summary: dict) -> str:
