@@ -198,6 +198,8 @@ def main() -> int:
                     "on the same teacher and captions, for the side-by-side table")
     ap.add_argument("--results", default="docs/results")
     ap.add_argument("--train-only", action="store_true")
+    ap.add_argument("--report-only", action="store_true", help="train nothing: judge the folders that exist (while "
+                    "another invocation is still training the rest)")
     ap.add_argument("--selection-seeds", default="5,6", help="seed sets on which the shipped choices are checked "
                     "against their ablation (kept apart from --seeds)")
     ap.add_argument("--choices", default="grid_uniform", help="ablations that undo a choice of nano.yaml made by "
@@ -210,6 +212,8 @@ def main() -> int:
         ap.error(f"unknown ablations {unknown}; choose from {list(ABLATIONS)}")
     w = ROOT / args.work
     w.mkdir(parents=True, exist_ok=True)
+    if args.report_only:
+        return report(args, w, names)
     data = w / "data"
     if not (data / "index.json").exists():
         sh(FD + ["shapes-prompts", "--images", w / "images", "--n", args.images])
