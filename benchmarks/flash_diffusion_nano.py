@@ -279,7 +279,7 @@ def report(args, w: Path, names: list[str]) -> int:
         if series[0]:
             curves.append(line_plot({key: series}, out / f"flash_diffusion_nano_{key}.png",
                                     title=f"LoRA student: {key}").name)
-    cmd = "python benchmarks/flash_diffusion_nano.py " + " ".join(sys.argv[1:])
+    cmd = "python benchmarks/flash_diffusion_nano.py " + " ".join(a for a in sys.argv[1:] if a != "--report-only")
     cost_line = ", ".join(f"{k} {v:.2f}" for k, v in cost.items() if v)
     text = (f"# Flash Diffusion on SD3-nano\n\nRegenerate: `{cmd}` (student and every ablation: {args.iters} "
             f"iterations, real Shapes pairs). Every score is the mean over evaluation seed sets {seeds} "
