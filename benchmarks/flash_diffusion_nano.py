@@ -210,6 +210,9 @@ def main() -> int:
     unknown = [n for n in names if n not in ABLATIONS]
     if unknown:
         ap.error(f"unknown ablations {unknown}; choose from {list(ABLATIONS)}")
+    loose = [c for c in args.choices.split(",") if c and c not in names]
+    if loose:
+        ap.error(f"--choices {loose} are not among the ablations of this run ({names})")
     w = ROOT / args.work
     w.mkdir(parents=True, exist_ok=True)
     if args.report_only:
