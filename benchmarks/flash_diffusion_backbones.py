@@ -80,6 +80,7 @@ def main() -> int:
 
 
 def report(args, w: Path, teachers: dict, students: dict) -> int:
+    from flashdistill.bench.report import portable
     from flashdistill.demo import comparison_grid
     from flashdistill.eval.model_eval import scores_json
     from flashdistill.eval.protocol import format_fd, format_score, paired_difference, parse_seeds, summary_row
@@ -119,9 +120,8 @@ def report(args, w: Path, teachers: dict, students: dict) -> int:
         comparison_grid(pictures, out / f"flash_diffusion_backbones_{bb}.png", n=10)
         info = json.loads((student / "flashdistill.json").read_text())
         run_dir = w / bb / "run"
-        shown = Path(teacher).resolve()  # relative to the repository when inside it (no machine paths in results)
-        shown = shown.relative_to(ROOT) if shown.is_relative_to(ROOT) else shown
-        costs[bb] = {"parameters": info.get("parameters", {}), "teacher": str(shown),
+        shown = portable(str(Path(teacher).resolve()), ROOT)  # no machine paths in committed results
+        costs[bb] = {"parameters": info.get("parameters", {}), "teacher": shown,
                      "seconds_per_iteration": seconds_per_iteration(run_dir) if run_dir.exists() else None}
     params = ["| backbone | teacher | trainable parameters | of the teacher's | fraction | s / iteration |",
               "|---|---|---|---|---|---|"]

@@ -10,7 +10,8 @@ that exists is reused, and every judged row is kept under <work>/eval, so an int
 was not trained are left out (and listed). The report adds paired intervals (each ablation against the full
 student) and checks nano.yaml's measured choices (``--choices``) on selection seed sets kept apart from the
 reported ones. ``--sd35-flash`` also trains SD3.5-Flash's demo-sized 4-step student on the same teacher for the
-side-by-side table.
+side-by-side table; ``--name`` writes the report under another file name, so that the side-by-side alone
+(``--ablations none --choices '' --sd35-flash --name flash_vs_sd35_flash_nano``) does not replace the ablation table.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -197,6 +199,7 @@ def main() -> int:
     ap.add_argument("--sd35-flash", action="store_true", help="also train SD3.5-Flash's demo-sized 4-step student "
                     "on the same teacher and captions, for the side-by-side table")
     ap.add_argument("--results", default="docs/results")
+    ap.add_argument("--name", default="flash_diffusion_nano", help="file name of the report, its JSON and pictures")
     ap.add_argument("--train-only", action="store_true")
     ap.add_argument("--report-only", action="store_true", help="train nothing: judge the folders that exist (while "
                     "another invocation is still training the rest)")
@@ -275,14 +278,14 @@ def report(args, w: Path, names: list[str]) -> int:
     lines = results_table(results, CATEGORIES)
     out = ROOT / args.results
     out.mkdir(parents=True, exist_ok=True)
-    comparison_grid(pictures, out / "flash_diffusion_nano_grid.png", n=10)
+    comparison_grid(pictures, out / f"{args.name}_grid.png", n=10)
     curves = []
     for key in ("distill", "adv", "dmd", "disc"):
         series = read_metrics(w / "run_student" / "metrics.jsonl", key)
         if series[0]:
-            curves.append(line_plot({key: series}, out / f"flash_diffusion_nano_{key}.png",
+            curves.append(line_plot({key: series}, out / f"{args.name}_{key}.png",
                                     title=f"LoRA student: {key}").name)
-    cmd = "python benchmarks/flash_diffusion_nano.py " + " ".join(a for a in sys.argv[1:] if a != "--report-only")
+    cmd = "python benchmarks/flash_diffusion_nano.py " + shlex.join(a for a in sys.argv[1:] if a != "--report-only")
     cost_line = ", ".join(f"{k} {v:.2f}" for k, v in cost.items() if v)
     text = (f"# Flash Diffusion on SD3-nano\n\nRegenerate: `{cmd}` (student and every ablation: {args.iters} "
             f"iterations, real Shapes pairs). Every score is the mean over evaluation seed sets {seeds} "
@@ -293,10 +296,10 @@ def report(args, w: Path, names: list[str]) -> int:
             + "\n".join(lines) + "\n\n" + paired + selection
             + f"\nSeconds per training iteration (2 CPU cores): {cost_line}.\n" + side
             + (f"\nNot trained in this run (no row): {', '.join(missing)}.\n" if missing else "")
-            + "\n![grid](flash_diffusion_nano_grid.png)\n\n## Loss curves\n\n"
+            + f"\n![grid]({args.name}_grid.png)\n\n## Loss curves\n\n"
             + "\n".join(f"![{c}]({c})" for c in curves) + "\n")
-    (out / "flash_diffusion_nano.md").write_text(text)
-    (out / "flash_diffusion_nano.json").write_text(json.dumps({
+    (out / f"{args.name}.md").write_text(text)
+    (out / f"{args.name}.json").write_text(json.dumps({
         "summary": summary, "selection": selection_json(args, chosen), "parameters": params,
         "seconds_per_iteration": cost, "missing": missing,
         "protocol": {"seeds": seeds, "n_per_category": args.n_per_category, "iterations": args.iters,
@@ -344,6 +347,8 @@ def paired_lines(results: dict, rows: dict, summary: dict) -> str:
 
 
 def _selection_results(args, w: Path, names: list[str]) -> dict:
+    """The student and each measured choice undone, judged on the selection seed sets; each choice carries its
+    paired difference (student − it), bootstrapped once here for both the table and the JSON."""
     from flashdistill.eval.protocol import parse_seeds
 
     seeds = parse_seeds(args.selection_seeds)
@@ -354,6 +359,7 @@ def _selection_results(args, w: Path, names: list[str]) -> dict:
                              "LoRA student, 4 steps")}
     for c in chosen:
         res[c] = judged(w / "eval", c, w / c, seeds, args.n_per_category, None, None, ABLATIONS[c][0])
+        res[c]["delta"] = _delta(res["student"], res[c])
     return res
 
 
@@ -361,9 +367,9 @@ def selection_json(args, res: dict) -> dict:
     from flashdistill.eval.protocol import summary_row
 
     out = {k: summary_row(r) for k, r in res.items()}
-    for c in res:
+    for c, r in res.items():
         if c != "student":
-            d = _delta(res["student"], res[c])
+            d = r["delta"]
             out[c]["delta_student_minus_this"] = {"mean": d[0], "ci95": [d[1], d[2]]}
     return {"seeds": args.selection_seeds, **out} if out else {}
 
@@ -379,7 +385,7 @@ def selection_check(args, res: dict) -> str:
            "|---|---|---|---|---|"]
     for c, r in res.items():
         if c != "student":
-            d = _delta(res["student"], r)
+            d = r["delta"]
             out.append(f"| {ABLATIONS[c][0]} | {format_score(r['train'])} | {format_score(res['student']['train'])} "
                        f"| {d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}] | {_verdict(d)} |")
     return "\n" + "\n".join(out) + "\n"

@@ -130,13 +130,16 @@ def latency_chart(out: dict, path: Path, size: tuple[int, int] = (760, 0)) -> Pa
 def portable(obj, root: Path | None = None):
     """``obj`` with every string path under ``root`` (default: the working directory) made relative to it, so that
     committed results name ``flashdistill/assets/sd3-nano``, not one machine's checkout."""
-    prefix = str((root or Path.cwd()).resolve()) + "/"
+    return _strip(obj, str((root or Path.cwd()).resolve()) + "/")
+
+
+def _strip(obj, prefix: str):
     if isinstance(obj, str):
         return obj.replace(prefix, "")
     if isinstance(obj, dict):
-        return {k: portable(v, root) for k, v in obj.items()}
+        return {k: _strip(v, prefix) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [portable(v, root) for v in obj]
+        return [_strip(v, prefix) for v in obj]
     return obj
 
 
