@@ -23,7 +23,7 @@ from sd35_flash_nano import CFG, FD, ROOT, sh
 # name -> (number of prompts, teacher Euler steps of the stored samples and trajectories; None: real Shapes renders
 # encoded with their captions, no trajectories: a stage-2 "real" set)
 DATASETS = {"d384_20": (384, 20), "d1536_20": (1536, 20), "d384_50": (384, 50), "real384": (384, None),
-            "d384_20_s3": (384, 20)}
+            "d384_20_s3": (384, 20), "real2048": (2048, None)}
 GRIDS = {"d384_20_s3": "[1.0,0.9,0.75,0.5,0.0]"}  # trajectories stored at the shift-3 student grid
 
 # the demo's stage 2 (150 iterations, proxy_updates 3, warm-up 20): the base every `s2_*` experiment changes
@@ -114,8 +114,19 @@ EXPERIMENTS.update({
     "s2_proxy_t": ("`s2_base` with the proxy trained on t ~ U(0.2, 0.8) only, around the shared grid times",
                    "nano_dmd.yaml", "d384_20", "s1_600", S2 + ["proxy_t_range=[0.2,0.8]"]),
 })
+EXPERIMENTS.update({
+    # the other paper's student as stage 1: Flash Diffusion's LoRA student (configs/flash_diffusion/nano.yaml, 1,200
+    # iterations on 2048 real pairs; docs/results/flash_diffusion_backbones_sd3_1200.md: 0.693), fused, then the demo's
+    # stage 2 on the grid that student was trained on (the teacher's shift, 2)
+    "fd_1200": ("Flash Diffusion LoRA student, configs/flash_diffusion/nano.yaml (1,200 iterations, 2048 real pairs)",
+                "../flash_diffusion/nano.yaml", "real2048", None, ["train.max_steps=1200"]),
+    "s2_fd": ("`s2_base` on the teacher's shift-2 grid, from `fd_1200` fused (merge-lora)", "nano_dmd.yaml",
+              "d384_20", "fd_1200_fused", S2 + ["grid_shift=2"]),
+})
 # students that start from a folder made by a script, not from an experiment: name -> that script's arguments
 STARTS = {"grown_11": ["benchmarks/grow_student.py", "--every", "1"]}
+# students that start from an experiment's LoRA student folded into its base: name -> that experiment
+FUSED = {"fd_1200_fused": "fd_1200"}
 # the same recipe trained with other seeds of its random draws: the spread between single training runs, which
 # a paired interval (evaluation prompts and noises only) does not contain
 REPLICATES = {"s2_base": ["s2_seed1", "s2_seed2"], "s1_600": ["s1_600_seed1", "s1_600_seed2"],
@@ -148,10 +159,16 @@ def dataset(w: Path, name: str) -> Path:
 
 def start(w: Path, parent: str) -> Path:
     """The folder a student starts from: another experiment's student, or one of ``STARTS`` (made once)."""
-    if parent not in STARTS:
+    if parent not in STARTS and parent not in FUSED:
         return train(w, parent)
     out = w / parent
-    if not (out / "transformer" / "config.json").is_file():
+    if parent in FUSED:
+        lora = train(w, FUSED[parent])
+        if not (out / "transformer" / "config.json").is_file() or (
+                out.stat().st_mtime < (lora / "flashdistill.json").stat().st_mtime):
+            shutil.rmtree(out, ignore_errors=True)
+            sh(FD + ["merge-lora", "--lora", lora, "--out", out])
+    elif not (out / "transformer" / "config.json").is_file():
         sh([sys.executable, ROOT / STARTS[parent][0], "--out", out] + STARTS[parent][1:])
     return out
 
@@ -193,28 +210,33 @@ def judged(w: Path, name: str, seeds: list[int], n: int) -> dict:
     return res
 
 
-def run_to_run(rows: dict) -> tuple[str, dict]:
-    """Markdown + JSON of the spread between training runs of one recipe (``REPLICATES`` whose runs are judged)."""
+def run_to_run(rows: dict, earlier: dict) -> tuple[str, dict]:
+    """Markdown + JSON of the spread between training runs of one recipe (``REPLICATES`` whose runs are judged here;
+    a group not judged here is carried from ``earlier``, the committed JSON's ``run_to_run``)."""
     import numpy as np
 
     from flashdistill.eval.protocol import t_quantile
 
-    text, out = "", {}
+    out = {}
     for base, others in REPLICATES.items():
         names = [x for x in [base] + others if x in rows]
         if len(names) < 2:
+            if base in earlier:
+                out[base] = {**earlier[base], "carried": True}
             continue
         scores = np.array([rows[x]["train"]["shapes_eval"] for x in names])
         sd = float(scores.std(ddof=1))
-        band = 1.96 * np.sqrt(2) * sd  # the 95% range of the difference between two single runs
         out[base] = {"runs": names, "scores": scores.tolist(), "mean": float(scores.mean()), "sd": sd,
-                     "two_run_band": float(band)}
-        text += (f"\n`{base}`'s recipe trained {len(names)} times with different seeds "
-                 f"of its random draws ({', '.join(f'`{x}`' for x in names)}): ShapesEval "
-                 f"{' / '.join(f'{v:.3f}' for v in scores)}, mean {scores.mean():.3f}, SD {sd:.3f}. Two single runs "
-                 f"of the same recipe differ by up to ±{band:.3f} (95%, 1.96·√2·SD), which the paired intervals "
-                 "above do not contain (they hold the evaluation prompts and noises, one training run per row): a "
-                 "Δ between single runs inside that band is not evidence of an effect.\n")
+                     "two_run_band": float(1.96 * np.sqrt(2) * sd)}  # the 95% range of the difference of two runs
+    text = ""
+    for base, g in out.items():
+        text += (f"\n`{base}`'s recipe trained {len(g['runs'])} times with different seeds "
+                 f"of its random draws ({', '.join(f'`{x}`' for x in g['runs'])}): ShapesEval "
+                 f"{' / '.join(f'{v:.3f}' for v in g['scores'])}, mean {g['mean']:.3f}, SD {g['sd']:.3f}. Two "
+                 f"single runs of the same recipe differ by up to ±{g['two_run_band']:.3f} (95%, 1.96·√2·SD), which "
+                 "the paired intervals above do not contain (they hold the evaluation prompts and noises, one training "
+                 "run per row): a Δ between single runs inside that band is not evidence of an effect."
+                 + (" (Judged in an earlier run of this command.)" if g.get("carried") else "") + "\n")
     first = next(iter(out), None)
     for name, g in out.items():  # a replicated recipe against the first one: difference of means (pooled t)
         if name == first:
@@ -229,6 +251,23 @@ def run_to_run(rows: dict) -> tuple[str, dict]:
                  f"{d:+.3f} [{d - half:+.3f}, {d + half:+.3f}] (95%, pooled t over {k0 + k1 - 2} degrees of "
                  "freedom): " + ("an effect" if d - half > 0 or d + half < 0 else "no measurable effect") + ".\n")
     return ("\n## Run-to-run variation\n" + text if text else ""), out
+
+
+def table_line(name: str, entry: dict, reference: str) -> str:
+    """One markdown row of the log from its JSON entry (judged here or carried from the committed log: marked †)."""
+    cells = []
+    for split in ("train", "heldout"):
+        e = entry[split]
+        d = e["delta"]
+        cells += [f"{e['score']:.3f} [{e['ci95'][0]:.3f}, {e['ci95'][1]:.3f}]",
+                  "–" if name == reference else f"{d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}]"]
+    fd = entry.get("fd") or [None]
+    cells.append("–" if fd[0] is None else f"{fd[0]:.1f} [{fd[1]:.1f}, {fd[2]:.1f}]")
+    runs = entry.get("delta_vs_runs")
+    cells.append("–" if runs is None else f"{runs['delta'][0]:+.3f} (" + (
+        "beyond" if runs["beyond_run_to_run"] else "within") + " run-to-run)")
+    mark = " †" if entry.get("carried") else ""
+    return f"| `{name}`{mark} | {entry['change']} | " + " | ".join(cells) + " |"
 
 
 def replicate_mean(rows: dict, spread: dict):
@@ -256,7 +295,7 @@ def main() -> int:
     ap.add_argument("--n-per-category", type=int, default=16)
     ap.add_argument("--results", default="docs/results")
     args = ap.parse_args()
-    from flashdistill.eval.protocol import format_fd, format_score, paired_difference, parse_seeds
+    from flashdistill.eval.protocol import paired_difference, parse_seeds
 
     w, seeds, n = ROOT / args.work, parse_seeds(args.seeds), args.n_per_category
     names = args.only.split(",") if args.only else list(EXPERIMENTS)
@@ -270,41 +309,48 @@ def main() -> int:
             + [x for x in EXPERIMENTS if (w / x / "student" / "flashdistill.json").exists()])
     rows = {x: judged(w, x, seeds, n) for x in dict.fromkeys([TEACHER, args.reference] + done)}
     ref = rows[args.reference]
-    spread, spread_json = run_to_run(rows)
-    base, mean_cells, margin = replicate_mean(rows, spread_json)
+    out = ROOT / args.results
+    log = out / "sd35_flash_experiments.json"
+    earlier = json.loads(log.read_text()) if log.is_file() else {}
+    if earlier.get("protocol", {}).get("seeds") != seeds or earlier["protocol"].get("n_per_category") != n or \
+            earlier["protocol"].get("reference") != args.reference:
+        earlier = {}  # rows judged under another protocol or against another reference are not carried
+    spread, spread_json = run_to_run(rows, earlier.get("run_to_run", {}))
+    base, mean_cells, margin = replicate_mean(rows, {k: v for k, v in spread_json.items() if not v.get("carried")})
     lines = [f"| experiment | change | ShapesEval [95% CI] | Δ vs `{args.reference}` (paired) | held-out "
              f"[95% CI] | Δ held-out (paired) | FD [95% CI] | Δ vs the mean of `{base}`'s runs (stage 2) |",
              "|---|---|---|---|---|---|---|---|"]
     table = {}
     for name, res in rows.items():
         entry = {"change": TEACHERS[name][0] if name in TEACHERS else EXPERIMENTS[name][0]}
-        cells = []
         for split in ("train", "heldout"):
             r = res[split]
-            d = paired_difference(r["cells"], ref[split]["cells"])
-            entry[split] = {"score": r["shapes_eval"], "ci95": r["ci95"], "delta": d}
-            cells += [format_score(r), "–" if name == args.reference else f"{d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}]"]
+            entry[split] = {"score": r["shapes_eval"], "ci95": r["ci95"],
+                            "delta": paired_difference(r["cells"], ref[split]["cells"])}
         entry["fd"] = [res["train"].get("fd"), *res["train"].get("fd_ci95", [None, None])]
-        table[name] = entry
-        vs_runs = "–"
         if mean_cells is not None and name in EXPERIMENTS and EXPERIMENTS[name][1] == "nano_dmd.yaml":
             d = paired_difference(res["train"]["cells"], mean_cells)
             entry["delta_vs_runs"] = {"delta": d, "beyond_run_to_run": abs(d[0]) > margin}
-            vs_runs = f"{d[0]:+.3f}" + (" (beyond run-to-run)" if abs(d[0]) > margin else " (within run-to-run)")
-        lines.append(f"| `{name}` | {entry['change']} | " + " | ".join(cells) + f" | {format_fd(res['train'])} | "
-                     f"{vs_runs} |")
+        table[name] = entry
+    for name, entry in earlier.get("experiments", {}).items():  # judged before, its student not on this machine
+        if name not in table and (name in EXPERIMENTS or name in TEACHERS):
+            table[name] = {**entry, "carried": True}
+    lines += [table_line(name, entry, args.reference) for name, entry in table.items()]
+    carried = [x for x, e in table.items() if e.get("carried")]
     # the command that regenerates the whole table (every experiment, not only this call's --only)
     cmd = " ".join(["python benchmarks/sd35_flash_experiments.py"]
                    + [f"--{k.replace('_', '-')} {v}" for k, v in (("reference", args.reference), ("seeds", args.seeds),
                       ("n_per_category", n)) if str(v) != str(ap.get_default(k))])
-    out = ROOT / args.results
     (out / "sd35_flash_experiments.md").write_text(
         f"# SD3.5-Flash on SD3-nano: experiment log\n\nRegenerate: `{cmd}` (each experiment's student and scores "
         f"are kept under `{args.work}`). Seed sets {seeds}, {n} prompts per category each; Δ is the paired "
         "difference (same prompts and noises) with its 95% bootstrap interval. Datasets: "
         + ", ".join(f"`{k}` = {p} " + (f"prompts, teacher at {s} steps" if s else "real Shapes renders")
                     for k, (p, s) in DATASETS.items())
-        + ".\n\n" + "\n".join(lines) + "\n" + spread)
+        + ".\n\n" + "\n".join(lines) + "\n"
+        + (f"\n† Judged in an earlier run of this command, on the same seed sets, prompts and reference (its student "
+           f"is not under `{args.work}` here, so it is carried from the committed log; its Δ is against that run's "
+           f"`{args.reference}`): {', '.join(f'`{x}`' for x in carried)}.\n" if carried else "") + spread)
     (out / "sd35_flash_experiments.json").write_text(json.dumps(
         {"protocol": {"seeds": seeds, "n_per_category": n, "reference": args.reference, "command": cmd},
          "experiments": table, "run_to_run": spread_json}, indent=2) + "\n")
