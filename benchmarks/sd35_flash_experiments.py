@@ -122,6 +122,12 @@ EXPERIMENTS.update({
                 "../flash_diffusion/nano.yaml", "real2048", None, ["train.max_steps=1200"]),
     "s2_fd": ("`s2_base` on the teacher's shift-2 grid, from `fd_1200` fused (merge-lora)", "nano_dmd.yaml",
               "d384_20", "fd_1200_fused", S2 + ["grid_shift=2"]),
+    "s2_fd_seed1": ("`s2_fd` with seed 1 (run-to-run variation)", "nano_dmd.yaml", "d384_20", "fd_1200_fused",
+                    S2 + ["grid_shift=2", "seed=1"]),
+    "s2_fd_seed2": ("`s2_fd` with seed 2 (run-to-run variation)", "nano_dmd.yaml", "d384_20", "fd_1200_fused",
+                    S2 + ["grid_shift=2", "seed=2"]),
+    "two_fd": ("2-step: nano_2step.yaml (gram loss), 150 iterations, shift-2 grid, from `s2_fd`", "nano_2step.yaml",
+               "d384_20", "s2_fd", ["train.max_steps=150", "proxy_updates=3", "grid_shift=2"]),
 })
 # students that start from a folder made by a script, not from an experiment: name -> that script's arguments
 STARTS = {"grown_11": ["benchmarks/grow_student.py", "--every", "1"]}
@@ -130,7 +136,7 @@ FUSED = {"fd_1200_fused": "fd_1200"}
 # the same recipe trained with other seeds of its random draws: the spread between single training runs, which
 # a paired interval (evaluation prompts and noises only) does not contain
 REPLICATES = {"s2_base": ["s2_seed1", "s2_seed2"], "s1_600": ["s1_600_seed1", "s1_600_seed2"],
-              "s2_adv0": ["s2_adv0_seed1", "s2_adv0_seed2"]}
+              "s2_adv0": ["s2_adv0_seed1", "s2_adv0_seed2"], "s2_fd": ["s2_fd_seed1", "s2_fd_seed2"]}
 TEACHER = "teacher_50"  # the 50-step CFG teacher, judged once and kept like an experiment
 # teachers judged like experiments: name -> (what it is, steps, CFG scale; None: the folder's own)
 TEACHERS = {TEACHER: ("the 50-step CFG teacher", 50, None),
