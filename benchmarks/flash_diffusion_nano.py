@@ -287,8 +287,8 @@ def report(args, w: Path, names: list[str]) -> int:
                                     title=f"LoRA student: {key}").name)
     cmd = "python benchmarks/flash_diffusion_nano.py " + shlex.join(a for a in sys.argv[1:] if a != "--report-only")
     cost_line = ", ".join(f"{k} {v:.2f}" for k, v in cost.items() if v)
-    text = (f"# Flash Diffusion on SD3-nano\n\nRegenerate: `{cmd}` (student and every ablation: {args.iters} "
-            f"iterations, real Shapes pairs). Every score is the mean over evaluation seed sets {seeds} "
+    text = (f"# Flash Diffusion on SD3-nano\n\nRegenerate: `{cmd}` (student{' and every ablation' if names else ''}: "
+            f"{args.iters} iterations, real Shapes pairs). Every score is the mean over evaluation seed sets {seeds} "
             f"({args.n_per_category} prompts per category each; the same prompts and noises for every model, never a "
             "training sample's noise) with a 95% bootstrap interval (FD: Student-t over the sets).\n\n"
             f"LoRA student: {params.get('trainable', 0):,} trainable of {params.get('total', 0):,} teacher parameters "
