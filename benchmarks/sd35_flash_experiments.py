@@ -170,8 +170,8 @@ def start(w: Path, parent: str) -> Path:
     out = w / parent
     if parent in FUSED:
         lora = train(w, FUSED[parent])
-        if not (out / "transformer" / "config.json").is_file() or (
-                out.stat().st_mtime < (lora / "flashdistill.json").stat().st_mtime):
+        merged = out / "flashdistill.json"  # written last by merge-lora: older than the LoRA's means stale
+        if not merged.is_file() or merged.stat().st_mtime < (lora / "flashdistill.json").stat().st_mtime:
             shutil.rmtree(out, ignore_errors=True)
             sh(FD + ["merge-lora", "--lora", lora, "--out", out])
     elif not (out / "transformer" / "config.json").is_file():
@@ -261,14 +261,16 @@ def run_to_run(rows: dict, earlier: dict) -> tuple[str, dict]:
 
 def table_line(name: str, entry: dict, reference: str) -> str:
     """One markdown row of the log from its JSON entry (judged here or carried from the committed log: marked †)."""
+    from flashdistill.eval.protocol import format_fd, format_score
+
     cells = []
     for split in ("train", "heldout"):
         e = entry[split]
         d = e["delta"]
-        cells += [f"{e['score']:.3f} [{e['ci95'][0]:.3f}, {e['ci95'][1]:.3f}]",
+        cells += [format_score({"shapes_eval": e["score"], "ci95": e["ci95"]}),
                   "–" if name == reference else f"{d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}]"]
     fd = entry.get("fd") or [None]
-    cells.append("–" if fd[0] is None else f"{fd[0]:.1f} [{fd[1]:.1f}, {fd[2]:.1f}]")
+    cells.append(format_fd({} if fd[0] is None else {"fd": fd[0], "fd_ci95": fd[1:]}))
     runs = entry.get("delta_vs_runs")
     cells.append("–" if runs is None else f"{runs['delta'][0]:+.3f} (" + (
         "beyond" if runs["beyond_run_to_run"] else "within") + " run-to-run)")
