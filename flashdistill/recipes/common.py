@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError, DataError
+from ..flow import bcast, interpolate, x0_from_v
 from ..sampling import as_grid, euler_solve
 from ..types import Conditioning
 
@@ -89,22 +90,39 @@ def teacher_points(teacher, noise: torch.Tensor, teacher_grid: torch.Tensor, pos
 
 
 @torch.no_grad()
-def backward_simulate(student, noise: torch.Tensor, grid: torch.Tensor, stop, cond: Conditioning) -> torch.Tensor:
+def backward_simulate(student, noise: torch.Tensor, grid: torch.Tensor, stop, cond: Conditioning,
+                      renoise: torch.Tensor | None = None) -> torch.Tensor:
     """Run the student (no gradients) from ``grid[0]`` down to ``grid[stop]`` and return that point.
 
     ``stop`` is one grid index for the whole batch or a ``(B,)`` tensor of per-sample indices: each sample then
-    follows the grid to its own index and stands still after it (the Euler loop takes zero-length steps there).
-    The noisier warm-up is the caller's choice of ``stop`` (one index earlier).
+    follows the grid to its own index and stands still after it (zero-length steps). ``renoise`` ``(B, K, ...)``
+    runs the stochastic sampler: step ``j`` puts its x0 estimate back on the path at ``grid[j + 1]`` with
+    ``renoise[:, j]`` instead of taking the Euler jump. The noisier warm-up is the caller's choice of ``stop``.
     """
     grid = torch.as_tensor(grid, dtype=torch.float64)
+    step = None if renoise is None else _renoise_steps(renoise)
     if not torch.is_tensor(stop):
-        return euler_solve(student, noise, grid[: int(stop) + 1], cond) if int(stop) > 0 else noise
+        return euler_solve(student, noise, grid[: int(stop) + 1], cond, step=step) if int(stop) > 0 else noise
     stop = stop.to("cpu", torch.long)
     last = int(stop.max())
     if last == 0:
         return noise
     cols = torch.minimum(torch.arange(last + 1)[None, :], stop[:, None])  # (B, last + 1)
-    return euler_solve(student, noise, grid.cpu()[cols], cond)
+    return euler_solve(student, noise, grid.cpu()[cols], cond, step=step)
+
+
+def _renoise_steps(renoise: torch.Tensor):
+    """The stochastic update for :func:`euler_solve`: the j-th call re-noises with ``renoise[:, j]``; a sample whose
+    step has zero length (it stopped) keeps its point."""
+    count = [0]
+
+    def step(x, v, t, t_next):
+        fresh = renoise[:, count[0]].to(x.device, x.dtype)
+        count[0] += 1
+        moved = interpolate(x0_from_v(x, v, t), fresh, t_next)
+        return torch.where(bcast((t_next != t).to(x.dtype), x) > 0, moved, x)
+
+    return step
 
 
 def save_student(pipe, transformer: torch.nn.Module, out: str | Path, timesteps, settings: dict | None = None,

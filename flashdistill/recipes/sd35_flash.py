@@ -96,6 +96,10 @@ class SD35FlashConfig:
     gram_weight: float = field(default=0.0, metadata={"min": 0.0})  # gram-matrix loss weight (2-step stage)
     gram_blocks: list[int] = field(default_factory=lambda: [8])  # teacher blocks for the gram features
     gram_t: float = field(default=0.5, metadata={"min": 0.0, "max": 1.0})  # noise level of the gram features
+    # how the student moves between its steps, in training and in the exported folder: "deterministic" (the Euler
+    # jump, the paper) or "stochastic" (each x0 estimate re-noised to the next grid time with fresh noise, as the
+    # Flash Diffusion student runs); backward simulation and the timestep-shared landing points follow it
+    sampler: str = field(default="deterministic", metadata={"choices": ["deterministic", "stochastic"]})
 
     def validate(self) -> None:
         unused = [f.name for f in fields(self) if f.name in STAGE_FIELDS[_other(self.stage)]
@@ -124,6 +128,9 @@ class SD35FlashConfig:
         if self.stage == "dmd" and self.gram_weight > 0 and self.student_noise != "data":
             raise ConfigError("gram_weight > 0 compares each student sample with the teacher sample of the same "
                               "prompt and noise: set student_noise: data")
+        if self.sampler == "stochastic" and self.warmup_score_at != "actual":
+            raise ConfigError("warmup_score_at: with sampler: stochastic the landing point is the x0 estimate "
+                              "re-noised to the next grid time, which is its actual level; remove warmup_score_at")
         if self.stage == "dmd" and self.dmd_weight == 0 and self.adv_weight == 0 and self.gram_weight == 0:
             raise ConfigError("dmd_weight, adv_weight and gram_weight are all 0: nothing trains the student")
 
@@ -139,7 +146,7 @@ STAGE_FIELDS = {
     "dmd": {"proxy_optim", "disc_optim", "proxy_updates", "timestep_sharing", "dmd_weight", "dmd_normaliser",
             "renoise_t_range", "last_step_dmd", "proxy_t_range", "student_noise", "adv_weight", "adv_loss",
             "disc_blocks", "disc_t_star", "disc_hidden", "disc_refresh", "warmup_noisier", "warmup_score_at",
-            "gram_weight", "gram_blocks", "gram_t"},
+            "gram_weight", "gram_blocks", "gram_t", "sampler"},
 }
 def _other(stage: str) -> str:
     return "dmd" if stage == "pretrain" else "pretrain"

@@ -8,7 +8,9 @@ point one grid step earlier, still labelled ``t_i``), and then:
    - DMD with **timestep sharing**: the teacher (CFG) and proxy scores are taken at the student's own landing
      point ``x_{t_{i+1}}`` and the noise level it really has; the last step, landing at t = 0, has no shared
      timestep and gets no DMD term, or (``last_step_dmd: renoise``) its x0 estimate re-noised to a random t
-     (``timestep_sharing: false`` re-noises every step that way);
+     (``timestep_sharing: false`` re-noises every step that way); with ``sampler: stochastic`` the student moves
+   as that sampler does (x0 estimate re-noised to the next grid time with fresh noise), in the backward simulation
+   and at the shared landing point;
    - the adversarial term: the proxy's image tokens at ``disc_blocks`` for samples noised to ``disc_t_star`` feed
      the discriminator heads;
    - the gram loss (2-step student): gram matrices of teacher features of the student sample and of the teacher
@@ -137,6 +139,10 @@ def draw_iteration(parts: Parts, batch: dict, it: int) -> dict:
     out["fm_t"], out["fm_noise"] = (lo + (hi - lo) * d.rand(b)).to(dev), d.randn((b, *shape)).to(dev)
     if parts.disc is not None:
         out["d_noise_d"] = d.randn((levels, b, *shape), batch_dim=1).transpose(0, 1).to(dev)
+    if cfg.sampler == "stochastic":  # drawn last: the deterministic sampler's sequence stays as it was
+        steps = len(parts.grid) - 1  # one fresh noise per grid transition: (B, K, ...)
+        out["path_noise"] = d.randn((steps, b, *shape), batch_dim=1).transpose(0, 1).to(dev)
+        out["t_score"] = out["t_next"]  # the re-noised landing point is exactly at the next grid time
     return out
 
 
@@ -149,7 +155,7 @@ def student_point(parts: Parts, mb: dict) -> torch.Tensor:
     """The backward-simulated input of the trained step (no gradients), ``(B, C, H, W)``."""
     student = SD3Adapter(parts.student.module)
     stop = mb["start"] if not parts.cfg.steps_per_batch else int(mb["start"][0])
-    return common.backward_simulate(student, mb["noise"], parts.grid, stop, mb["cond"])
+    return common.backward_simulate(student, mb["noise"], parts.grid, stop, mb["cond"], mb.get("path_noise"))
 
 
 def generator_step(parts: Parts, mb: dict, fakes: list) -> dict[str, torch.Tensor]:
@@ -192,7 +198,12 @@ def dmd_point(cfg, x: torch.Tensor, v: torch.Tensor, x0_s: torch.Tensor, mb: dic
     ``x_{t_{i+1}}`` at the level it really has; a sample landing at t = 0 is masked out, or re-noised from its x0
     estimate (``last_step_dmd: renoise``). Without sharing, every x0 estimate is re-noised to ``renoise_t``."""
     if cfg.timestep_sharing:
-        x_t, t_s = euler_step(x, v, mb["t_label"], mb["t_next"]), mb["t_score"]
+        if cfg.sampler == "stochastic":  # the point the stochastic sampler really visits next
+            rows = torch.arange(x.shape[0], device=x.device)
+            x_t = interpolate(x0_s.detach(), mb["path_noise"][rows, mb["i"].to(x.device)], mb["t_next"])
+        else:
+            x_t = euler_step(x, v, mb["t_label"], mb["t_next"])
+        t_s = mb["t_score"]
         landed = t_s > 0
         if cfg.last_step_dmd == "none":
             return x_t, t_s, landed.to(x0_s.dtype)
@@ -249,7 +260,7 @@ def distribution_matching(cfg) -> None:
     parts, pipe, settings, data, ema = setup(cfg)
     run = parts.run
     stream = run.data_stream("data", data, batch_size=cfg.batch_size)
-    preview(run, pipe, data, SD3Adapter(parts.student.module), parts.grid)
+    preview(run, pipe, data, SD3Adapter(parts.student.module), parts.grid, mode=cfg.sampler)
     gen_logs: dict = {}
     for it in run.steps():
         mb = draw_iteration(parts, next(stream), it)

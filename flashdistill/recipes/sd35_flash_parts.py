@@ -73,7 +73,7 @@ def finish(run, cfg, pipe, student_net, grid, settings, data, ema=None) -> None:
         return
     net = copy.deepcopy(student_net)
     teacher = cfg.teacher if cfg.teacher in ("sd3-nano", "tiny") else str(Path(cfg.teacher).resolve())
-    extra = {"recipe": "sd35_flash", "stage": cfg.stage, "teacher": teacher}
+    extra = {"recipe": "sd35_flash", "stage": cfg.stage, "teacher": teacher, "sampler": cfg.sampler}
     if cfg.grid_shift != 1.0:  # other step counts of this student use the same shift (pipelines.generate)
         extra["grid_shift"] = cfg.grid_shift
     if ema is not None:
@@ -85,7 +85,9 @@ def finish(run, cfg, pipe, student_net, grid, settings, data, ema=None) -> None:
         value = data.meta.get(key) or settings.get(key)
         if value:
             extra[key] = value
-    common.save_student(pipe, net.eval(), cfg.out, grid.tolist(), extra)
+    # stock diffusers runs the stochastic sampler as its flow-match Euler scheduler's re-noising option
+    scheduler = {"stochastic_sampling": True} if cfg.sampler == "stochastic" else None
+    common.save_student(pipe, net.eval(), cfg.out, grid.tolist(), extra, scheduler=scheduler)
     print(f"student written to {cfg.out}" + (f" (EMA; divergence {extra['branch_divergence']})" if ema else ""))
 
 

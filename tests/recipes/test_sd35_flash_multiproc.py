@@ -75,6 +75,8 @@ CASES = {
     "sharing_no_adv": {"timestep_sharing": True, "adv_weight": 0.0},
     "split_branch": {"step_range": [0.0, 0.5], "ema_decay": 0.5, "adv_weight": 0.1, "proxy_updates": 2},
     "per_sample_steps": {"step_sampling": "per_sample", "adv_weight": 0.1, "warmup_noisier": 2},
+    "stochastic_per_sample": {"sampler": "stochastic", "step_sampling": "per_sample", "adv_weight": 0.1,
+                              "warmup_noisier": 2},
 }
 
 
