@@ -129,6 +129,29 @@ EXPERIMENTS.update({
     "two_fd": ("2-step: nano_2step.yaml (gram loss), 150 iterations, shift-2 grid, from `s2_fd`", "nano_2step.yaml",
                "d384_20", "s2_fd", ["train.max_steps=150", "proxy_updates=3", "grid_shift=2"]),
 })
+EXPERIMENTS.update({
+    # the student moves as the re-noising sampler does (sampler: stochastic): backward simulation and the shared
+    # landing point re-noise each x0 estimate with fresh noise, as DMD2's multi-step generator and the Flash
+    # Diffusion student (0.693 stochastic vs 0.594 Euler) are run
+    "s2_sto": ("`s2_base` with sampler: stochastic (x0 estimates re-noised with fresh noise between steps)",
+               "nano_dmd.yaml", "d384_20", "s1_600", S2 + ["sampler=stochastic"]),
+    "s2_sto_seed1": ("`s2_sto` with seed 1 (run-to-run variation)", "nano_dmd.yaml", "d384_20", "s1_600",
+                     S2 + ["sampler=stochastic", "seed=1"]),
+    "s2_sto_seed2": ("`s2_sto` with seed 2 (run-to-run variation)", "nano_dmd.yaml", "d384_20", "s1_600",
+                     S2 + ["sampler=stochastic", "seed=2"]),
+    "s2_fd_sto": ("`s2_fd` with sampler: stochastic, from `fd_1200` fused (a start that is good when run that way)",
+                  "nano_dmd.yaml", "d384_20", "fd_1200_fused", S2 + ["grid_shift=2", "sampler=stochastic"]),
+    "s2_fd_sto_seed1": ("`s2_fd_sto` with seed 1 (run-to-run variation)", "nano_dmd.yaml", "d384_20", "fd_1200_fused",
+                        S2 + ["grid_shift=2", "sampler=stochastic", "seed=1"]),
+    "s2_fd_sto_seed2": ("`s2_fd_sto` with seed 2 (run-to-run variation)", "nano_dmd.yaml", "d384_20", "fd_1200_fused",
+                        S2 + ["grid_shift=2", "sampler=stochastic", "seed=2"]),
+    "two_fd_sto": ("2-step: nano_2step.yaml (gram loss), 150 iterations, shift-2 grid, sampler: stochastic, from "
+                   "`s2_fd_sto`", "nano_2step.yaml", "d384_20", "s2_fd_sto",
+                   ["train.max_steps=150", "proxy_updates=3", "grid_shift=2", "sampler=stochastic"]),
+    "two_sto": ("2-step: nano_2step.yaml (gram loss), 150 iterations, sampler: stochastic, from `s2_sto`",
+                "nano_2step.yaml", "d384_20", "s2_sto", ["train.max_steps=150", "proxy_updates=3",
+                                                         "sampler=stochastic"]),
+})
 # students that start from a folder made by a script, not from an experiment: name -> that script's arguments
 STARTS = {"grown_11": ["benchmarks/grow_student.py", "--every", "1"]}
 # students that start from an experiment's LoRA student folded into its base: name -> that experiment
@@ -136,7 +159,8 @@ FUSED = {"fd_1200_fused": "fd_1200"}
 # the same recipe trained with other seeds of its random draws: the spread between single training runs, which
 # a paired interval (evaluation prompts and noises only) does not contain
 REPLICATES = {"s2_base": ["s2_seed1", "s2_seed2"], "s1_600": ["s1_600_seed1", "s1_600_seed2"],
-              "s2_adv0": ["s2_adv0_seed1", "s2_adv0_seed2"], "s2_fd": ["s2_fd_seed1", "s2_fd_seed2"]}
+              "s2_adv0": ["s2_adv0_seed1", "s2_adv0_seed2"], "s2_fd": ["s2_fd_seed1", "s2_fd_seed2"],
+              "s2_sto": ["s2_sto_seed1", "s2_sto_seed2"], "s2_fd_sto": ["s2_fd_sto_seed1", "s2_fd_sto_seed2"]}
 TEACHER = "teacher_50"  # the 50-step CFG teacher, judged once and kept like an experiment
 # teachers judged like experiments: name -> (what it is, steps, CFG scale; None: the folder's own)
 TEACHERS = {TEACHER: ("the 50-step CFG teacher", 50, None),
@@ -231,9 +255,12 @@ def run_to_run(rows: dict, earlier: dict) -> tuple[str, dict]:
                 out[base] = {**earlier[base], "carried": True}
             continue
         scores = np.array([rows[x]["train"]["shapes_eval"] for x in names])
+        heldout = np.array([rows[x]["heldout"]["shapes_eval"] for x in names])
         sd = float(scores.std(ddof=1))
         out[base] = {"runs": names, "scores": scores.tolist(), "mean": float(scores.mean()), "sd": sd,
-                     "two_run_band": float(1.96 * np.sqrt(2) * sd)}  # the 95% range of the difference of two runs
+                     "two_run_band": float(1.96 * np.sqrt(2) * sd),  # the 95% range of the difference of two runs
+                     "heldout": heldout.tolist(), "heldout_mean": float(heldout.mean()),
+                     "heldout_sd": float(heldout.std(ddof=1))}
     text = ""
     for base, g in out.items():
         text += (f"\n`{base}`'s recipe trained {len(g['runs'])} times with different seeds "
@@ -242,6 +269,8 @@ def run_to_run(rows: dict, earlier: dict) -> tuple[str, dict]:
                  f"single runs of the same recipe differ by up to ±{g['two_run_band']:.3f} (95%, 1.96·√2·SD), which "
                  "the paired intervals above do not contain (they hold the evaluation prompts and noises, one training "
                  "run per row): a Δ between single runs inside that band is not evidence of an effect."
+                 + (f" Held-out: {' / '.join(f'{v:.3f}' for v in g['heldout'])}, mean {g['heldout_mean']:.3f}, "
+                    f"SD {g['heldout_sd']:.3f}." if "heldout" in g else "")
                  + (" (Judged in an earlier run of this command.)" if g.get("carried") else "") + "\n")
     first = next(iter(out), None)
     for name, g in out.items():  # a replicated recipe against the first one: difference of means (pooled t)
@@ -255,7 +284,14 @@ def run_to_run(rows: dict, earlier: dict) -> tuple[str, dict]:
         g["vs"] = {"recipe": first, "difference": [d, d - half, d + half]}
         text += (f"\n`{name}`'s recipe against `{first}`'s, difference of the means over their training runs: "
                  f"{d:+.3f} [{d - half:+.3f}, {d + half:+.3f}] (95%, pooled t over {k0 + k1 - 2} degrees of "
-                 "freedom): " + ("an effect" if d - half > 0 or d + half < 0 else "no measurable effect") + ".\n")
+                 "freedom): " + ("an effect" if d - half > 0 or d + half < 0 else "no measurable effect"))
+        if "heldout" in g and "heldout" in b:
+            hp = np.sqrt(((k0 - 1) * b["heldout_sd"] ** 2 + (k1 - 1) * g["heldout_sd"] ** 2) / (k0 + k1 - 2))
+            hh, hd = t_quantile(k0 + k1 - 2) * hp * np.sqrt(1 / k0 + 1 / k1), g["heldout_mean"] - b["heldout_mean"]
+            g["vs"]["heldout_difference"] = [hd, hd - hh, hd + hh]
+            text += (f"; held-out {hd:+.3f} [{hd - hh:+.3f}, {hd + hh:+.3f}]: "
+                     + ("an effect" if hd - hh > 0 or hd + hh < 0 else "no measurable effect"))
+        text += ".\n"
     return ("\n## Run-to-run variation\n" + text if text else ""), out
 
 
