@@ -8,9 +8,9 @@ point one grid step earlier, still labelled ``t_i``), and then:
    - DMD with **timestep sharing**: the teacher (CFG) and proxy scores are taken at the student's own landing
      point ``x_{t_{i+1}}`` and the noise level it really has; the last step, landing at t = 0, has no shared
      timestep and gets no DMD term, or (``last_step_dmd: renoise``) its x0 estimate re-noised to a random t
-     (``timestep_sharing: false`` re-noises every step that way); with ``sampler: stochastic`` the student moves
-   as that sampler does (x0 estimate re-noised to the next grid time with fresh noise), in the backward simulation
-   and at the shared landing point;
+     (``timestep_sharing: false`` re-noises every step that way); with ``sampler: stochastic`` the student
+     moves as that sampler does (x0 estimate re-noised to the next grid time with fresh noise), in the backward
+     simulation and at the shared landing point;
    - the adversarial term: the proxy's image tokens at ``disc_blocks`` for samples noised to ``disc_t_star`` feed
      the discriminator heads;
    - the gram loss (2-step student): gram matrices of teacher features of the student sample and of the teacher
