@@ -22,7 +22,23 @@ def build(cfg):
     teacher_net = pipe.transformer.requires_grad_(False).eval()
     student_net = (common.load_student_transformer(cfg.init_student, teacher_net) if cfg.init_student
                    else common.copy_transformer(teacher_net))
+    if cfg.init_student:
+        _check_start_sampler(cfg)
     return pipe, settings, teacher_net, student_net
+
+
+def _check_start_sampler(cfg) -> None:
+    """Warn when the start student was trained for another sampler than this stage trains (and writes): a
+    Flash Diffusion student run with Euler steps loses ~0.1 ShapesEval on SD3-nano (docs/sd35_flash.md, row 27)."""
+    import json
+    import logging
+
+    info = Path(cfg.init_student) / "flashdistill.json"
+    recorded = json.loads(info.read_text()).get("sampler", "deterministic") if info.is_file() else None
+    if recorded is not None and recorded != cfg.sampler:
+        logging.getLogger(__name__).warning(
+            "init_student %s records sampler %r; this stage trains and writes sampler %r (set sampler: %s to keep "
+            "the one it was trained for)", cfg.init_student, recorded, cfg.sampler, recorded)
 
 
 def steps_sampler(cfg, grid: torch.Tensor, steps=None) -> GridSampler:

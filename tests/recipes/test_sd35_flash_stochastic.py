@@ -93,7 +93,7 @@ def data_dir(tmp_path_factory):
     return make_tiny_data(tmp_path_factory.mktemp("stochastic"))
 
 
-def test_stochastic_stage_two_trains_and_its_folder_runs_that_sampler(data_dir):
+def test_stochastic_stage_two_trains_and_its_folder_runs_that_sampler(data_dir, caplog):
     from diffusers import StableDiffusion3Pipeline
 
     from flashdistill.pipelines.generate import generate_images, load_setup
@@ -118,3 +118,14 @@ def test_stochastic_stage_two_trains_and_its_folder_runs_that_sampler(data_dir):
     b, _ = generate_images(setup, PROMPTS[:2], seed=1)
     c, _ = generate_images(setup, PROMPTS[:2], seed=2)
     assert (a == b).all() and (a != c).any()  # the evaluation's re-noising depends only on (seed, image)
+    # a stage started from this student with the Euler sampler says that it changes the student's sampler
+    from flashdistill.recipes.sd35_flash_parts import _check_start_sampler
+
+    with caplog.at_level("WARNING"):
+        _check_start_sampler(from_dict(SD35FlashConfig, {"stage": "dmd", "init_student": str(out)}))
+    assert "records sampler 'stochastic'" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        _check_start_sampler(from_dict(SD35FlashConfig, {"stage": "dmd", "init_student": str(out),
+                                                         "sampler": "stochastic"}))
+    assert "records sampler" not in caplog.text
