@@ -245,7 +245,6 @@ def run_to_run(rows: dict, earlier: dict) -> tuple[str, dict]:
     a group not judged here is carried from ``earlier``, the committed JSON's ``run_to_run``)."""
     import numpy as np
 
-    from flashdistill.eval.protocol import t_quantile
 
     out = {}
     for base, others in REPLICATES.items():
@@ -278,21 +277,29 @@ def run_to_run(rows: dict, earlier: dict) -> tuple[str, dict]:
             continue
         b = out[first]
         k0, k1 = len(b["scores"]), len(g["scores"])
-        pooled = np.sqrt(((k0 - 1) * b["sd"] ** 2 + (k1 - 1) * g["sd"] ** 2) / (k0 + k1 - 2))
-        half = t_quantile(k0 + k1 - 2) * pooled * np.sqrt(1 / k0 + 1 / k1)
-        d = g["mean"] - b["mean"]
+
+        half, d = _half_width(k0, k1, b["sd"], g["sd"]), g["mean"] - b["mean"]
         g["vs"] = {"recipe": first, "difference": [d, d - half, d + half]}
         text += (f"\n`{name}`'s recipe against `{first}`'s, difference of the means over their training runs: "
                  f"{d:+.3f} [{d - half:+.3f}, {d + half:+.3f}] (95%, pooled t over {k0 + k1 - 2} degrees of "
                  "freedom): " + ("an effect" if d - half > 0 or d + half < 0 else "no measurable effect"))
         if "heldout" in g and "heldout" in b:
-            hp = np.sqrt(((k0 - 1) * b["heldout_sd"] ** 2 + (k1 - 1) * g["heldout_sd"] ** 2) / (k0 + k1 - 2))
-            hh, hd = t_quantile(k0 + k1 - 2) * hp * np.sqrt(1 / k0 + 1 / k1), g["heldout_mean"] - b["heldout_mean"]
+            hh, hd = _half_width(k0, k1, b["heldout_sd"], g["heldout_sd"]), g["heldout_mean"] - b["heldout_mean"]
             g["vs"]["heldout_difference"] = [hd, hd - hh, hd + hh]
             text += (f"; held-out {hd:+.3f} [{hd - hh:+.3f}, {hd + hh:+.3f}]: "
                      + ("an effect" if hd - hh > 0 or hd + hh < 0 else "no measurable effect"))
         text += ".\n"
     return ("\n## Run-to-run variation\n" + text if text else ""), out
+
+
+def _half_width(k0: int, k1: int, sd0: float, sd1: float) -> float:
+    """The pooled-t 95% half-width of a difference of two means over k0 and k1 training runs."""
+    import numpy as np
+
+    from flashdistill.eval.protocol import t_quantile
+
+    pooled = np.sqrt(((k0 - 1) * sd0**2 + (k1 - 1) * sd1**2) / (k0 + k1 - 2))
+    return float(t_quantile(k0 + k1 - 2) * pooled * np.sqrt(1 / k0 + 1 / k1))
 
 
 def table_line(name: str, entry: dict, reference: str) -> str:

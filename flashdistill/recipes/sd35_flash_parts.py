@@ -30,11 +30,12 @@ def build(cfg):
 def _check_start_sampler(cfg) -> None:
     """Warn when the start student was trained for another sampler than this stage trains (and writes): a
     Flash Diffusion student run with Euler steps loses ~0.1 ShapesEval on SD3-nano (docs/sd35_flash.md, row 27)."""
-    import json
     import logging
 
-    info = Path(cfg.init_student) / "flashdistill.json"
-    recorded = json.loads(info.read_text()).get("sampler", "deterministic") if info.is_file() else None
+    from ..pipelines.folders import read_run_settings
+
+    settings = read_run_settings(cfg.init_student)
+    recorded = settings.get("sampler", "deterministic") if settings else None
     if recorded is not None and recorded != cfg.sampler:
         logging.getLogger(__name__).warning(
             "init_student %s records sampler %r; this stage trains and writes sampler %r (set sampler: %s to keep "
