@@ -11,10 +11,10 @@ from collections.abc import Sequence
 
 import torch
 
-from .flow import euler_step, renoise, x0_from_v
+from .flow import bcast, euler_step, renoise, x0_from_v
 from .types import Conditioning
 
-__all__ = ["CFG", "euler_solve", "student_sample", "as_grid", "sigmas_for_pipeline"]
+__all__ = ["CFG", "euler_solve", "renoise_update", "student_sample", "as_grid", "sigmas_for_pipeline"]
 
 
 def as_grid(timesteps, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -108,6 +108,31 @@ def euler_solve(model, noise: torch.Tensor, timesteps, cond: Conditioning, retur
     return (x, traj) if return_trajectory else x
 
 
+def renoise_update(fresh_noise, on_x0=None):
+    """The stochastic sampler's update for :func:`euler_solve`'s ``step``: put the x0 estimate back on the path
+    at ``t_next`` with fresh noise (DMD2 / LCM style) instead of taking the Euler jump.
+
+    ``fresh_noise(j, x)`` returns the noise of the j-th call (0-based), shaped like ``x``; it is not called for
+    the final step to t = 0, which lands on the x0 estimate itself. A sample whose step has zero length (it
+    stopped on a per-sample grid) keeps its point. ``on_x0(x0)``, when given, sees every x0 estimate.
+    The one definition of the update: training (backward simulation), :func:`student_sample` and evaluation
+    (per-image noise) differ only in where their noise comes from.
+    """
+    calls = [0]
+
+    def step(x, v, t, t_next):
+        j, calls[0] = calls[0], calls[0] + 1
+        x0 = x0_from_v(x, v, t)
+        if on_x0 is not None:
+            on_x0(x0)
+        if bool((t_next == 0).all()):
+            return euler_step(x, v, t, t_next)
+        moved = renoise(x0, t_next, noise=fresh_noise(j, x).to(x.device, x.dtype))
+        return torch.where(bcast((t_next != t).to(x.dtype), x) > 0, moved, x)
+
+    return step
+
+
 def student_sample(model, noise: torch.Tensor, timesteps, cond: Conditioning, mode: str = "deterministic",
                    generator: torch.Generator | None = None, return_trajectory: bool = False):
     """Few-step student sampler.
@@ -123,13 +148,14 @@ def student_sample(model, noise: torch.Tensor, timesteps, cond: Conditioning, mo
     if mode not in ("deterministic", "stochastic"):
         raise ValueError(f"mode must be 'deterministic' or 'stochastic', got {mode!r}")
     x0s = []
-
-    def update(x, v, t, t_next):
-        x0 = x0_from_v(x, v, t)
-        x0s.append(x0)
-        if mode == "deterministic" or bool((t_next == 0).all()):
+    if mode == "stochastic":
+        on = generator.device if generator is not None else noise.device  # a generator fills its own device only
+        update = renoise_update(lambda j, x: torch.randn(x.shape, generator=generator, device=on, dtype=x.dtype),
+                                on_x0=x0s.append)
+    else:
+        def update(x, v, t, t_next):
+            x0s.append(x0_from_v(x, v, t))
             return euler_step(x, v, t, t_next)
-        return renoise(x0, t_next, generator=generator)
 
     x, points = euler_solve(model, noise, timesteps, cond, return_trajectory=True, step=update, grad=True)
     return (x, points, x0s) if return_trajectory else x

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from flashdistill.sampling import CFG, as_grid, euler_solve, sigmas_for_pipeline, student_sample
+from flashdistill.flow import interpolate, x0_from_v
+from flashdistill.sampling import CFG, as_grid, euler_solve, renoise_update, sigmas_for_pipeline, student_sample
 from flashdistill.types import Conditioning
 
 M, S = 1.5, 0.3  # data ~ N(M, S^2) per dimension, noise ~ N(0, 1)
@@ -58,6 +59,35 @@ def test_stochastic_mode_renoises():
     assert abs(sto.mean().item() - M) < 0.1
     with pytest.raises(ValueError):
         student_sample(gaussian_flow, noise, grid, _cond(256), mode="ddim")
+
+
+def test_renoise_update_by_hand():
+    """The one stochastic update: fresh noise per non-final step, the x0 estimate at t = 0, stopped samples held."""
+    gen = torch.Generator().manual_seed(3)
+    noise = torch.randn(3, 1, 2, 2, generator=gen, dtype=torch.float64)
+    fresh = torch.randn(3, 3, 1, 2, 2, generator=gen, dtype=torch.float64)
+    grids = torch.tensor([[1.0, 0.6, 0.3, 0.0], [1.0, 0.6, 0.6, 0.6], [1.0, 0.6, 0.3, 0.3]], dtype=torch.float64)
+    calls, seen = [], []
+
+    def provider(j, x):
+        calls.append(j)
+        return fresh[:, j]
+
+    out = euler_solve(gaussian_flow, noise, grids, _cond(3), step=renoise_update(provider, on_x0=seen.append))
+    assert calls == [0, 1, 2] and len(seen) == 3  # the last step draws: not every sample lands at 0 there
+    expected = []
+    for b in range(3):
+        x = noise[b : b + 1]
+        for i in range(3):
+            t, t_next = grids[b, i : i + 1], grids[b, i + 1 : i + 2]
+            if t_next == t:
+                continue  # a stopped sample keeps its point
+            x0 = x0_from_v(x, gaussian_flow(x, t, _cond(1)), t)
+            x = x0 if t_next == 0 else interpolate(x0, fresh[b : b + 1, i], t_next)
+        expected.append(x)
+    torch.testing.assert_close(out, torch.cat(expected), rtol=0, atol=1e-12)
+    euler_solve(gaussian_flow, noise, [1.0, 0.5, 0.0], _cond(3), step=renoise_update(provider))
+    assert calls == [0, 1, 2, 0]  # a shared grid ending at 0: the final step draws nothing
 
 
 def test_cfg_wrapper_batched_formula():

@@ -16,10 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..flow import euler_step, renoise, x0_from_v
 from ..models.backbones import KINDS, adapter_for, denoiser_of, is_vp, text_encoder_for
 from ..models.vae import LatentCodec, to_uint8
-from ..sampling import CFG, euler_solve
+from ..sampling import CFG, euler_solve, renoise_update
 from ..seeds import sample_noise
 from ..timesteps import student_grid
 from .folders import guidance_of, load_pipeline, read_run_settings
@@ -85,16 +84,10 @@ def _renoise_step(setup: SamplingSetup, start: int, seed: int, n: int):
         from ..errors import DataError
 
         raise DataError(f"unknown sampler {setup.sampler!r} in flashdistill.json (deterministic or stochastic)")
-    count = [0]
+    def fresh(j, x):
+        return torch.stack([eval_noise(start + k, seed, tuple(x.shape[1:]), j + 1) for k in range(n)])
 
-    def step(x, v, t, t_next):
-        count[0] += 1
-        if bool((t_next == 0).all()):
-            return euler_step(x, v, t, t_next)
-        fresh = torch.stack([eval_noise(start + j, seed, tuple(x.shape[1:]), count[0]) for j in range(n)])
-        return renoise(x0_from_v(x, v, t), t_next, noise=fresh.to(x.device, x.dtype))
-
-    return step
+    return renoise_update(fresh)
 
 
 @torch.no_grad()

@@ -10,8 +10,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError, DataError
-from ..flow import bcast, interpolate, x0_from_v
-from ..sampling import as_grid, euler_solve
+from ..sampling import as_grid, euler_solve, renoise_update
 from ..types import Conditioning
 
 __all__ = ["load_teacher_pipeline", "copy_transformer", "load_student_transformer", "open_dataset",
@@ -100,7 +99,7 @@ def backward_simulate(student, noise: torch.Tensor, grid: torch.Tensor, stop, co
     ``renoise[:, j]`` instead of taking the Euler jump. The noisier warm-up is the caller's choice of ``stop``.
     """
     grid = torch.as_tensor(grid, dtype=torch.float64)
-    step = None if renoise is None else _renoise_steps(renoise)
+    step = None if renoise is None else renoise_update(lambda j, x: renoise[:, j])
     if not torch.is_tensor(stop):
         return euler_solve(student, noise, grid[: int(stop) + 1], cond, step=step) if int(stop) > 0 else noise
     stop = stop.to("cpu", torch.long)
@@ -109,20 +108,6 @@ def backward_simulate(student, noise: torch.Tensor, grid: torch.Tensor, stop, co
         return noise
     cols = torch.minimum(torch.arange(last + 1)[None, :], stop[:, None])  # (B, last + 1)
     return euler_solve(student, noise, grid.cpu()[cols], cond, step=step)
-
-
-def _renoise_steps(renoise: torch.Tensor):
-    """The stochastic update for :func:`euler_solve`: the j-th call re-noises with ``renoise[:, j]``; a sample whose
-    step has zero length (it stopped) keeps its point."""
-    count = [0]
-
-    def step(x, v, t, t_next):
-        fresh = renoise[:, count[0]].to(x.device, x.dtype)
-        count[0] += 1
-        moved = interpolate(x0_from_v(x, v, t), fresh, t_next)
-        return torch.where(bcast((t_next != t).to(x.dtype), x) > 0, moved, x)
-
-    return step
 
 
 def save_student(pipe, transformer: torch.nn.Module, out: str | Path, timesteps, settings: dict | None = None,

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ConfigError, DataError
-from ..flow import euler_step, interpolate, x0_from_v
+from ..flow import euler_step, interpolate, renoise, x0_from_v
 from ..losses import DiscriminatorAdvLoss, DMDLoss, FlowMatchingLoss, GeneratorAdvLoss, GramLoss
 from ..models.disc import MultiHeadDisc, disc_features
 from ..models.sd3 import SD3Adapter
@@ -200,7 +200,7 @@ def dmd_point(cfg, x: torch.Tensor, v: torch.Tensor, x0_s: torch.Tensor, mb: dic
     if cfg.timestep_sharing:
         if cfg.sampler == "stochastic":  # the point the stochastic sampler really visits next
             rows = torch.arange(x.shape[0], device=x.device)
-            x_t = interpolate(x0_s.detach(), mb["path_noise"][rows, mb["i"].to(x.device)], mb["t_next"])
+            x_t = renoise(x0_s.detach(), mb["t_next"], noise=mb["path_noise"][rows, mb["i"].to(x.device)])
         else:
             x_t = euler_step(x, v, mb["t_label"], mb["t_next"])
         t_s = mb["t_score"]
