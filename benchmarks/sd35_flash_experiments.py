@@ -25,6 +25,10 @@ from sd35_flash_nano import CFG, FD, ROOT, sh
 DATASETS = {"d384_20": (384, 20), "d1536_20": (1536, 20), "d384_50": (384, 50), "real384": (384, None),
             "d384_20_s3": (384, 20), "real2048": (2048, None)}
 GRIDS = {"d384_20_s3": "[1.0,0.9,0.75,0.5,0.0]"}  # trajectories stored at the shift-3 student grid
+SAMPLES_PER_PROMPT = {"d384x3_20": 3}  # teacher samples per prompt (other noises), sample k is prompt k // N's
+DATASETS["d384x3_20"] = (384, 20)
+# best-of-N datasets (benchmarks/best_of_n.py): name -> the N-per-prompt dataset each prompt's judged sample comes from
+BEST_OF = {"d384_20_best3": "d384x3_20"}
 
 # the demo's stage 2 (150 iterations, proxy_updates 3, warm-up 20): the base every `s2_*` experiment changes
 S2 = ["train.max_steps=150", "proxy_updates=3", "warmup_noisier=20"]
@@ -42,6 +46,14 @@ EXPERIMENTS = {
                   ["train.max_steps=600", "tg_weighting=t_i"]),
     "s1_600_shift3": ("stage 1, 600 iterations, student grid shifted by 3: (1, .9, .75, .5)", "nano_pretrain.yaml",
                       "d384_20_s3", None, ["train.max_steps=600", "grid_shift=3"]),
+    "s1_600_best3": ("stage 1, 600 iterations on best-of-3 teacher samples (the first of 3 noises per prompt "
+                     "the judge passes)", "nano_pretrain.yaml", "d384_20_best3", None, ["train.max_steps=600"]),
+    "s2_best3": ("`s2_base` on the best-of-3 data (prompts and discriminator's real set), from `s1_600_best3`",
+                 "nano_dmd.yaml", "d384_20_best3", "s1_600_best3", S2),
+    "s1_600_online": ("stage 1, 600 iterations on online trajectories: the teacher (20 steps, as the data's) solves "
+                      "every batch from fresh noise, so no (prompt, noise) pair is seen twice", "nano_pretrain.yaml",
+                      "d384_20", None, ["train.max_steps=600", "trajectories=online", "teacher_steps=20"]),
+    "s2_online": ("`s2_base` from `s1_600_online`", "nano_dmd.yaml", "d384_20", "s1_600_online", S2),
     "s2_last": ("`s2_base` with a DMD term for the last step (last_step_dmd: renoise)", "nano_dmd.yaml", "d384_20",
                 "s1_600", S2 + ["last_step_dmd=renoise"]),
     "s2_p1536": ("`s2_base` on 1536 prompts (DMD needs no teacher sample per prompt)", "nano_dmd.yaml",
@@ -168,10 +180,15 @@ TEACHERS = {TEACHER: ("the 50-step CFG teacher", 50, None),
 
 
 def dataset(w: Path, name: str) -> Path:
-    n, steps = DATASETS[name]
     out = w / "data" / name
     if (out / "index.json").exists():
         return out
+    if name in BEST_OF:
+        source = dataset(w, BEST_OF[name])
+        sh([sys.executable, ROOT / "benchmarks" / "best_of_n.py", "--data", source, "--out", out,
+            "--per-prompt", SAMPLES_PER_PROMPT[BEST_OF[name]]])
+        return out
+    n, steps = DATASETS[name]
     if steps is None:
         images = w / "data" / f"renders_{n}"
         if not (images / "captions.jsonl").exists():
@@ -183,7 +200,8 @@ def dataset(w: Path, name: str) -> Path:
     if not prompts.exists():
         sh(FD + ["shapes-prompts", "--out", prompts, "--n", n, "--seed", "0"])
     sh(FD + ["generate-data", "--config", CFG / "nano_data.yaml", "--prompts", prompts, "--out", out,
-             "--steps", steps] + ([f"trajectory_grid={GRIDS[name]}"] if name in GRIDS else []))
+             "--steps", steps] + ([f"trajectory_grid={GRIDS[name]}"] if name in GRIDS else [])
+       + ([f"samples_per_prompt={SAMPLES_PER_PROMPT[name]}"] if name in SAMPLES_PER_PROMPT else []))
     return out
 
 
@@ -397,7 +415,10 @@ def main() -> int:
         f"are kept under `{args.work}`). Seed sets {seeds}, {n} prompts per category each; Δ is the paired "
         "difference (same prompts and noises) with its 95% bootstrap interval. Datasets: "
         + ", ".join(f"`{k}` = {p} " + (f"prompts, teacher at {s} steps" if s else "real Shapes renders")
+                    + (f", {SAMPLES_PER_PROMPT[k]} samples per prompt" if k in SAMPLES_PER_PROMPT else "")
                     for k, (p, s) in DATASETS.items())
+        + "".join(f", `{k}` = per prompt of `{v}`, its first sample the judge passes (`benchmarks/best_of_n.py`)"
+                  for k, v in BEST_OF.items())
         + ".\n\n" + "\n".join(lines) + "\n"
         + (f"\n† Judged in an earlier run of this command, on the same seed sets, prompts and reference (its student "
            f"is not under `{args.work}` here, so it is carried from the committed log; its Δ is against that run's "
