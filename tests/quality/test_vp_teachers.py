@@ -1,5 +1,5 @@
-"""The shipped variance-preserving teachers (UNet-nano): their stock diffusers pipeline loads them offline, and
-their samples show the Shapes world and follow their prompts."""
+"""The shipped variance-preserving teachers (UNet-nano, PixArt-nano): their stock diffusers pipeline loads them
+offline, and their samples show the Shapes world and follow their prompts."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from flashdistill.shapes.vp_nano import vp_teacher_path
 
 pytestmark = pytest.mark.slow
 
-SHIPPED = ["unet"]  # PixArt-nano joins when it is shipped (issue: every backbone for real)
+SHIPPED = ["unet", "pixart"]
 MARGIN = 0.2  # ShapesEval with the true prompts minus with shuffled prompts, at least (as for SD3-nano)
 
 
@@ -49,7 +49,9 @@ def test_vp_teacher_learned_the_world(backbone):
     texts, specs = [p for p, _ in prompts], [s for _, s in prompts]
     images, _ = generate_images(load_setup(folder, steps=25), texts)  # the teacher's own CFG scale
     pipe = load_pipeline(folder, kinds=tuple(KINDS.values()))
-    fresh = denoiser_of(build_vp_nano_pipeline(backbone, seed=0))
+    conf = denoiser_of(pipe).config  # a fresh denoiser of the shipped one's size
+    size = {"pixart_size": (conf.num_layers, conf.num_attention_heads)} if backbone == "pixart" else {}
+    fresh = denoiser_of(build_vp_nano_pipeline(backbone, seed=0, **size))
     denoiser_of(pipe).load_state_dict(fresh.state_dict())
     untrained, _ = generate_images(load_setup(folder, steps=25, pipe=pipe), texts)
     ref, fd = reference_images(256, seed=1234), FDJudge()
