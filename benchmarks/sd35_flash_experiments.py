@@ -23,10 +23,9 @@ from sd35_flash_nano import CFG, FD, ROOT, sh
 # name -> (number of prompts, teacher Euler steps of the stored samples and trajectories; None: real Shapes renders
 # encoded with their captions, no trajectories: a stage-2 "real" set)
 DATASETS = {"d384_20": (384, 20), "d1536_20": (1536, 20), "d384_50": (384, 50), "real384": (384, None),
-            "d384_20_s3": (384, 20), "real2048": (2048, None)}
+            "d384_20_s3": (384, 20), "real2048": (2048, None), "d384x3_20": (384, 20)}
 GRIDS = {"d384_20_s3": "[1.0,0.9,0.75,0.5,0.0]"}  # trajectories stored at the shift-3 student grid
 SAMPLES_PER_PROMPT = {"d384x3_20": 3}  # teacher samples per prompt (other noises), sample k is prompt k // N's
-DATASETS["d384x3_20"] = (384, 20)
 # best-of-N datasets (benchmarks/best_of_n.py): name -> the N-per-prompt dataset each prompt's judged sample comes from
 BEST_OF = {"d384_20_best3": "d384x3_20"}
 

@@ -70,7 +70,7 @@ def main(argv=None) -> int:
             out[label] = {"pass_rate": sum(verdicts) / n, "verdicts": verdicts,
                           "rms_to_teacher": float((latents - teacher_latents).pow(2).mean().sqrt())}
         rows[str(folder)] = out
-    with torch.no_grad():
+    with torch.no_grad():  # the students share their teacher's VAE: the last one loaded decodes the stored samples
         images = to_uint8(codec.decode(teacher_latents))
     teacher = judge.score_captions(images, prompts)["correct"]
     report = {"data": str(args.data), "samples": n, "teacher_pass_rate": sum(teacher) / n, "students": {}}
