@@ -24,14 +24,12 @@ import torch
 from safetensors.torch import load_file
 
 
-def judge(data: Path, model: str, batch: int = 64) -> list[bool]:
+def judge(ds, model: str, batch: int = 64) -> list[bool]:
     """Per-sample verdicts of the Shapes judge on the decoded final latents of a cached dataset."""
-    from flashdistill.data.cache import LatentDataset
     from flashdistill.eval.shapes_eval import ShapesEval
     from flashdistill.models.vae import LatentCodec, to_uint8
     from flashdistill.pipelines.folders import load_pipeline, resolve_model
 
-    ds = LatentDataset(data)
     codec = LatentCodec(load_pipeline(resolve_model(model)).vae)
     judge_, verdicts = ShapesEval(), []
     for a in range(0, len(ds), batch):
@@ -56,10 +54,9 @@ def select(prompts: list[str], verdicts: list[bool], per_prompt: int) -> list[in
     return chosen
 
 
-def write(data: Path, out: Path, chosen: list[int], stats: dict) -> None:
-    from flashdistill.data.cache import LatentDataset, write_sharded
+def write(ds, out: Path, chosen: list[int], stats: dict) -> None:
+    from flashdistill.data.cache import write_sharded
 
-    ds = LatentDataset(data)
     rows: dict[str, list[torch.Tensor]] = {}
     for s, path in enumerate(ds.shards):
         tensors = load_file(str(path))
@@ -75,8 +72,8 @@ def write(data: Path, out: Path, chosen: list[int], stats: dict) -> None:
         shutil.rmtree(out)
     write_sharded(out, len(chosen), 256, lambda a, b: ({k: v[a:b] for k, v in table.items()}, prompts[a:b]),
                   meta=meta)
-    if (data / "null.safetensors").is_file():
-        shutil.copy2(data / "null.safetensors", out / "null.safetensors")
+    if (ds.root / "null.safetensors").is_file():
+        shutil.copy2(ds.root / "null.safetensors", out / "null.safetensors")
     (out / "best_of.json").write_text(json.dumps(stats, indent=1) + "\n")
 
 
@@ -87,17 +84,17 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--model", default="sd3-nano", help="the teacher whose VAE decodes the latents")
     args = parser.parse_args(argv)
-    verdicts = judge(args.data, args.model)
     from flashdistill.data.cache import LatentDataset
 
-    prompts = LatentDataset(args.data).prompts
+    ds = LatentDataset(args.data)  # opened once: judged, then its chosen rows copied
+    verdicts, prompts = judge(ds, args.model), ds.prompts
     chosen = select(prompts, verdicts, args.per_prompt)
     first = list(range(0, len(prompts), args.per_prompt))
     stats = {"source": str(args.data), "per_prompt": args.per_prompt, "prompts": len(chosen),
              "teacher_pass_rate": sum(verdicts) / len(verdicts),
              "first_sample_pass_rate": sum(verdicts[i] for i in first) / len(first),
              "selected_pass_rate": sum(verdicts[i] for i in chosen) / len(chosen)}
-    write(args.data, args.out, chosen, stats)
+    write(ds, args.out, chosen, stats)
     print(json.dumps(stats), flush=True)
     return 0
 
