@@ -9,7 +9,10 @@ shipped config (configs/flash_diffusion/{nano,unet_nano,pixart_nano}.yaml) for t
 the teacher at 50 steps with CFG, its 4- and 2-step sampler (Euler on its own grid: the flow sigmas, or a VP
 teacher's trailing DDIM timesteps) and the student at 4, 2 and 1 steps are judged on the same prompts and noises.
 Also reported: trainable parameters and their fraction, seconds per iteration. Trained folders are reused, so an
-interrupted run resumes. ``--teacher NAME=FOLDER`` replaces a shipped teacher (e.g. an exported checkpoint).
+interrupted run resumes. ``--teacher NAME=FOLDER`` replaces a shipped teacher (e.g. an exported checkpoint);
+``--set KEY=VALUE`` changes a key of every student's config (the value read as YAML). A run on some backbones
+keeps the other backbones' rows of the results file it rewrites (each row names the command that made it), so
+one backbone can be redone without retraining the others; rows measured under another protocol are dropped.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ BACKBONES = {"sd3": ("sd3-nano", "nano.yaml", "nano_data.yaml"),
              "pixart": ("pixart-nano", "pixart_nano.yaml", "pixart_nano_data.yaml")}
 
 
-def prepare(w: Path, bb: str, teacher: str, images: Path, iters: int) -> Path:
+def prepare(w: Path, bb: str, teacher: str, images: Path, iters: int, overrides: dict) -> Path:
     """Encode the pairs with this teacher and train its LoRA student (skipped when they exist)."""
     _, config, data_config = BACKBONES[bb]
     data, out = w / bb / "data", w / bb / "student"
@@ -38,6 +41,7 @@ def prepare(w: Path, bb: str, teacher: str, images: Path, iters: int) -> Path:
     sh(FD + ["generate-data", "--config", CFG / data_config, "--images", images, "--out", data, f"model={teacher}"])
     cfg = yaml.safe_load((CFG / config).read_text())
     cfg.update(teacher=teacher, data=str(data), out=str(out), phase_every=-(-iters // 4))
+    cfg.update(overrides)
     cfg["train"] = {**cfg["train"], "run_dir": str(w / bb / "run"), "max_steps": iters, "overwrite": True,
                     "log": {"progress_bar": False, "every": 5}}
     path = w / bb / "student.yaml"
@@ -52,6 +56,8 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--backbones", default="sd3,unet,pixart", help="comma list of " + ", ".join(BACKBONES))
     ap.add_argument("--teacher", action="append", default=[], help="NAME=FOLDER: another teacher for a backbone")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a key of every student's config, the value read as YAML (e.g. lora_rank=32)")
     ap.add_argument("--work", default="runs/flash_diffusion_backbones")
     ap.add_argument("--iters", type=int, default=600, help="iterations of every student")
     ap.add_argument("--images", type=int, default=2048, help="real Shapes pairs to train on")
@@ -69,30 +75,62 @@ def main() -> int:
         if name not in BACKBONES or not folder:
             ap.error(f"--teacher {item}: expected NAME=FOLDER with NAME one of {', '.join(BACKBONES)}")
         teachers[name] = str(Path(folder).resolve())
+    overrides = {}
+    for item in args.set:
+        key, eq, value = item.partition("=")
+        if not key or not eq or key in ("teacher", "data", "out", "train"):
+            ap.error(f"--set {item}: expected KEY=VALUE with KEY a student config key (not teacher/data/out/train)")
+        overrides[key] = yaml.safe_load(value)
     w = ROOT / args.work
     images = w / "images"
     if not (images / "captions.jsonl").exists():
         sh(FD + ["shapes-prompts", "--images", images, "--n", args.images])
-    students = {b: prepare(w, b, teachers[b], images, args.iters) for b in backbones}
+    students = {b: prepare(w, b, teachers[b], images, args.iters, overrides) for b in backbones}
     if args.train_only:
         return 0
     return report(args, w, teachers, students)
+
+
+def kept_rows(path: Path, redone, seeds, n: int) -> tuple[dict, dict, dict]:
+    """The other backbones' summary, costs and results from the results file about to be rewritten, when measured
+    under the same protocol (seed sets, prompts per category); nothing otherwise."""
+    if not path.exists():
+        return {}, {}, {}
+    old = json.loads(path.read_text())
+    protocol = old.get("protocol", {})
+    if protocol.get("seeds") != list(seeds) or protocol.get("n_per_category") != n:
+        print(f"{path}: measured under another protocol ({protocol}); its rows are not kept", flush=True)
+        return {}, {}, {}
+    keep = [bb for bb in old.get("summary", {}) if bb not in redone]
+    results = {k: v for k, v in old.get("results", {}).items() if k.split(":")[0] in keep}
+    command = protocol.get("command", "")
+    costs = {bb: {"command": command, "iterations": protocol.get("iterations"), **old["costs"][bb]} for bb in keep}
+    return {bb: old["summary"][bb] for bb in keep}, costs, results
+
+
+def table_row(bb: str, row: dict) -> str:
+    from flashdistill.eval.protocol import format_fd, format_score
+
+    d = row.get("delta_vs_teacher_sampler")
+    delta = "–" if d is None else f"{d['mean']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
+    heldout = ({"shapes_eval": row["heldout"], "ci95": row["heldout_ci95"]} if "heldout" in row else None)
+    return (f"| {bb} | {row['label']} | {format_score(row)} | {delta} | "
+            f"{'–' if heldout is None else format_score(heldout)} | {format_fd(row)} | {row['ms_per_image']:.1f} |")
 
 
 def report(args, w: Path, teachers: dict, students: dict) -> int:
     from flashdistill.bench.report import portable
     from flashdistill.demo import comparison_grid
     from flashdistill.eval.model_eval import scores_json
-    from flashdistill.eval.protocol import format_fd, format_score, paired_difference, parse_seeds, summary_row
+    from flashdistill.eval.protocol import paired_difference, parse_seeds, summary_row
     from flashdistill.pipelines.folders import guidance_of, read_run_settings, resolve_model
 
     seeds = parse_seeds(args.seeds)
     out = ROOT / args.results
     out.mkdir(parents=True, exist_ok=True)
-    summary, results, lines, costs = {}, {}, [], {}
-    head = ("| backbone | model | ShapesEval [95% CI] | Δ vs the teacher's sampler at as many steps (paired) | "
-            "held-out [95% CI] | FD [95% CI] | ms/img |")
-    lines += [head, "|---|---|---|---|---|---|---|"]
+    cmd = "python benchmarks/flash_diffusion_backbones.py " + " ".join(sys.argv[1:])
+    summary, costs, kept = kept_rows(out / "flash_diffusion_backbones.json", students, seeds, args.n_per_category)
+    results = {}
     for bb, student in students.items():
         teacher = resolve_model(teachers[bb])
         g = guidance_of(read_run_settings(teacher))
@@ -109,43 +147,46 @@ def report(args, w: Path, teachers: dict, students: dict) -> int:
             results[f"{bb}: {label}"] = res
             summary[bb][key] = {"label": label, **summary_row(res)}
             base = results.get(f"{bb}: {rows.get('teacher_euler_' + key[-1], ('',))[0]}")
-            delta = "–"
             if key.startswith("student_") and base is not None:  # the same prompts and noises: a paired interval
                 d = paired_difference(res["train"]["cells"], base["train"]["cells"])
                 summary[bb][key]["delta_vs_teacher_sampler"] = {"mean": d[0], "ci95": [d[1], d[2]]}
-                delta = f"{d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}]"
-            lines.append(f"| {bb} | {label} | {format_score(res['train'])} | {delta} | "
-                         f"{format_score(res['heldout'])} | {format_fd(res['train'])} | "
-                         f"{res['seconds_per_image'] * 1000:.1f} |")
         comparison_grid(pictures, out / f"flash_diffusion_backbones_{bb}.png", n=10)
         info = json.loads((student / "flashdistill.json").read_text())
         run_dir = w / bb / "run"
         shown = portable(str(Path(teacher).resolve()), ROOT)  # no machine paths in committed results
-        costs[bb] = {"parameters": info.get("parameters", {}), "teacher": shown,
+        costs[bb] = {"command": cmd, "iterations": args.iters, "parameters": info.get("parameters", {}),
+                     "teacher": shown,
                      "seconds_per_iteration": seconds_per_iteration(run_dir) if run_dir.exists() else None}
-    params = ["| backbone | teacher | trainable parameters | of the teacher's | fraction | s / iteration |",
-              "|---|---|---|---|---|---|"]
-    for bb, c in costs.items():
+    order = [bb for bb in BACKBONES if bb in summary]
+    lines = ["| backbone | model | ShapesEval [95% CI] | Δ vs the teacher's sampler at as many steps (paired) | "
+             "held-out [95% CI] | FD [95% CI] | ms/img |", "|---|---|---|---|---|---|---|"]
+    lines += [table_row(bb, row) for bb in order for row in summary[bb].values()]
+    params = ["| backbone | teacher | iterations | trainable parameters | of the teacher's | fraction | "
+              "s / iteration |", "|---|---|---|---|---|---|---|"]
+    for bb in order:
+        c = costs[bb]
         p, spi = c["parameters"], c["seconds_per_iteration"]
-        params.append(f"| {bb} | `{Path(c['teacher']).name}` | {p.get('trainable', 0):,} | {p.get('total', 0):,} | "
-                      f"{100 * p.get('trainable', 0) / max(p.get('total', 1), 1):.1f}% | "
+        params.append(f"| {bb} | `{Path(c['teacher']).name}` | {c.get('iterations')} | {p.get('trainable', 0):,} | "
+                      f"{p.get('total', 0):,} | {100 * p.get('trainable', 0) / max(p.get('total', 1), 1):.1f}% | "
                       f"{'–' if spi is None else f'{spi:.2f}'} |")
-    cmd = "python benchmarks/flash_diffusion_backbones.py " + " ".join(sys.argv[1:])
-    text = (f"# Flash Diffusion on every backbone of the Shapes world\n\nRegenerate: `{cmd}` (every student: "
-            f"{args.iters} iterations on the same real Shapes pairs, its backbone's shipped config). Scores are means "
-            f"over evaluation seed sets {seeds} ({args.n_per_category} prompts per category each; the same prompts "
-            "and noises for every model, never a training sample's noise) with 95% bootstrap intervals (FD: "
-            "Student-t over the sets). A VP teacher's few-step baseline is its own DDIM on the trailing timesteps; "
-            "SD3-nano's is Euler on its shifted sigmas.\n\n" + "\n".join(lines) + "\n\n" + "\n".join(params) + "\n\n"
-            + "\n".join(f"![{bb}](flash_diffusion_backbones_{bb}.png)" for bb in students) + "\n")
+    commands = dict.fromkeys(costs[bb]["command"] for bb in order)  # in backbone order, each once
+    made = "; ".join(f"`{c}` ({', '.join(bb for bb in order if costs[bb]['command'] == c)})" for c in commands)
+    text = (f"# Flash Diffusion on every backbone of the Shapes world\n\nRegenerate: {made}. Every student is trained "
+            "on the same real Shapes pairs with its backbone's shipped config, for the iterations its table row "
+            f"gives. Scores are means over evaluation seed sets {seeds} ({args.n_per_category} prompts per category "
+            "each; the same prompts and noises for every model, never a training sample's noise) with 95% bootstrap "
+            "intervals (FD: Student-t over the sets). A VP teacher's few-step baseline is its own DDIM on the "
+            "trailing timesteps; SD3-nano's is Euler on its shifted sigmas.\n\n" + "\n".join(lines) + "\n\n"
+            + "\n".join(params) + "\n\n"
+            + "\n".join(f"![{bb}](flash_diffusion_backbones_{bb}.png)" for bb in order) + "\n")
     (out / "flash_diffusion_backbones.md").write_text(text)
     (out / "flash_diffusion_backbones.json").write_text(json.dumps({
-        "summary": summary, "costs": costs, "protocol": {"seeds": seeds, "n_per_category": args.n_per_category,
-                                                         "iterations": args.iters, "command": cmd},
-        "results": json.loads(scores_json(results))}, indent=2) + "\n")
+        "summary": {bb: summary[bb] for bb in order}, "costs": {bb: costs[bb] for bb in order},
+        "protocol": {"seeds": seeds, "n_per_category": args.n_per_category, "iterations": args.iters,
+                     "command": cmd},
+        "results": {**kept, **json.loads(scores_json(results))}}, indent=2) + "\n")
     print(text)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
