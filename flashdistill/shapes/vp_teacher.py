@@ -60,7 +60,7 @@ class VPTeacherConfig:
     # PixArt-nano's size for a fresh denoiser: transformer blocks and attention heads (32 wide each); init_from
     # continues a folder at its own size, export_from needs the values the run was trained with
     pixart_layers: int = field(default=6, metadata={"min": 1})
-    pixart_heads: int = field(default=4, metadata={"min": 1})
+    pixart_heads: int = field(default=6, metadata={"min": 1})
     ema_half_life: float = field(default=150.0, metadata={"min": 1.0})  # EMA half-life in steps (exported)
     guidance_scale: float = field(default=4.0, metadata={"min": 1.0})  # CFG of the sample grids; exported default
     # dtype of the exported denoiser weights: float16 halves the shipped bytes; stock from_pretrained still loads
