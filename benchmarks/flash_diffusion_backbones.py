@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -64,6 +65,8 @@ def main() -> int:
     ap.add_argument("--n-per-category", type=int, default=16)
     ap.add_argument("--seeds", default="1,2,3,4", help="evaluation seed sets")
     ap.add_argument("--results", default="docs/results")
+    ap.add_argument("--merge-from", action="append", default=[], metavar="JSON",
+                    help="another results file of this script: its backbones' rows join the table (first wins)")
     ap.add_argument("--train-only", action="store_true")
     args = ap.parse_args()
     backbones = [b for b in args.backbones.split(",") if b]
@@ -91,21 +94,37 @@ def main() -> int:
     return report(args, w, teachers, students)
 
 
-def kept_rows(path: Path, redone, seeds, n: int) -> tuple[dict, dict, dict]:
-    """The other backbones' summary, costs and results from the results file about to be rewritten, when measured
-    under the same protocol (seed sets, prompts per category); nothing otherwise."""
-    if not path.exists():
-        return {}, {}, {}
-    old = json.loads(path.read_text())
-    protocol = old.get("protocol", {})
-    if protocol.get("seeds") != list(seeds) or protocol.get("n_per_category") != n:
-        print(f"{path}: measured under another protocol ({protocol}); its rows are not kept", flush=True)
-        return {}, {}, {}
-    keep = [bb for bb in old.get("summary", {}) if bb not in redone]
-    results = {k: v for k, v in old.get("results", {}).items() if k.split(":")[0] in keep}
-    command = protocol.get("command", "")
-    costs = {bb: {"command": command, "iterations": protocol.get("iterations"), **old["costs"][bb]} for bb in keep}
-    return {bb: old["summary"][bb] for bb in keep}, costs, results
+def kept_rows(sources: list[Path], redone, seeds, n: int) -> tuple[dict, dict, dict]:
+    """Summary, costs and results of the backbones not ``redone``, each from the first of ``sources`` (results
+    files of this script) that has it, when that file was measured under the same protocol (seed sets, prompts
+    per category); a file measured otherwise contributes nothing."""
+    summary, costs, results = {}, {}, {}
+    for path in sources:
+        if not path.exists():
+            continue
+        old = json.loads(path.read_text())
+        protocol = old.get("protocol", {})
+        if protocol.get("seeds") != list(seeds) or protocol.get("n_per_category") != n:
+            print(f"{path}: measured under another protocol ({protocol}); its rows are not kept", flush=True)
+            continue
+        for bb in old.get("summary", {}):
+            if bb in redone or bb in summary:
+                continue
+            summary[bb] = old["summary"][bb]
+            cost = old["costs"][bb]
+            picture = (str(path.parent / cost["picture"]) if cost.get("picture")
+                       else _picture_of(path, bb, len(old["summary"])))  # absolute here, relative when written
+            costs[bb] = {"command": protocol.get("command", ""), "iterations": protocol.get("iterations"),
+                         **cost, "picture": picture}
+            results.update({k: v for k, v in old.get("results", {}).items() if k.split(":")[0] == bb})
+    return summary, costs, results
+
+
+def _picture_of(path: Path, bb: str, n_backbones: int) -> str | None:
+    """The sample grid written beside a results file for backbone ``bb`` (None when there is none)."""
+    names = [f"{path.stem}_{bb}.png"] if path.stem == "flash_diffusion_backbones" else []
+    names += [f"{path.stem}.png"] if n_backbones == 1 else []
+    return next((str(path.parent / name) for name in names if (path.parent / name).exists()), None)
 
 
 def table_row(bb: str, row: dict) -> str:
@@ -129,7 +148,8 @@ def report(args, w: Path, teachers: dict, students: dict) -> int:
     out = ROOT / args.results
     out.mkdir(parents=True, exist_ok=True)
     cmd = "python benchmarks/flash_diffusion_backbones.py " + " ".join(sys.argv[1:])
-    summary, costs, kept = kept_rows(out / "flash_diffusion_backbones.json", students, seeds, args.n_per_category)
+    sources = [ROOT / m for m in args.merge_from] + [out / "flash_diffusion_backbones.json"]
+    summary, costs, kept = kept_rows(sources, students, seeds, args.n_per_category)
     results = {}
     for bb, student in students.items():
         teacher = resolve_model(teachers[bb])
@@ -154,10 +174,15 @@ def report(args, w: Path, teachers: dict, students: dict) -> int:
         info = json.loads((student / "flashdistill.json").read_text())
         run_dir = w / bb / "run"
         shown = portable(str(Path(teacher).resolve()), ROOT)  # no machine paths in committed results
-        costs[bb] = {"command": cmd, "iterations": args.iters, "parameters": info.get("parameters", {}),
+        costs[bb] = {"command": cmd, "iterations": args.iters,
+                     "picture": str(out / f"flash_diffusion_backbones_{bb}.png"),
+                     "parameters": info.get("parameters", {}),
                      "teacher": shown,
                      "seconds_per_iteration": seconds_per_iteration(run_dir) if run_dir.exists() else None}
     order = [bb for bb in BACKBONES if bb in summary]
+    for bb in order:  # pictures relative to the results folder: no machine paths in committed results
+        if costs[bb].get("picture"):
+            costs[bb]["picture"] = os.path.relpath(costs[bb]["picture"], out)
     lines = ["| backbone | model | ShapesEval [95% CI] | Δ vs the teacher's sampler at as many steps (paired) | "
              "held-out [95% CI] | FD [95% CI] | ms/img |", "|---|---|---|---|---|---|---|"]
     lines += [table_row(bb, row) for bb in order for row in summary[bb].values()]
@@ -178,7 +203,8 @@ def report(args, w: Path, teachers: dict, students: dict) -> int:
             "intervals (FD: Student-t over the sets). A VP teacher's few-step baseline is its own DDIM on the "
             "trailing timesteps; SD3-nano's is Euler on its shifted sigmas.\n\n" + "\n".join(lines) + "\n\n"
             + "\n".join(params) + "\n\n"
-            + "\n".join(f"![{bb}](flash_diffusion_backbones_{bb}.png)" for bb in order) + "\n")
+            + "\n".join(f"![{bb}]({costs[bb]['picture']})" for bb in order
+                        if costs[bb].get("picture")) + "\n")
     (out / "flash_diffusion_backbones.md").write_text(text)
     (out / "flash_diffusion_backbones.json").write_text(json.dumps({
         "summary": {bb: summary[bb] for bb in order}, "costs": {bb: costs[bb] for bb in order},
