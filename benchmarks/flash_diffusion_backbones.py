@@ -197,10 +197,11 @@ def report(args, w: Path, teachers: dict, students: dict) -> int:
     commands = dict.fromkeys(costs[bb]["command"] for bb in order)  # in backbone order, each once
     made = "; ".join(f"`{c}` ({', '.join(bb for bb in order if costs[bb]['command'] == c)})" for c in commands)
     text = (f"# Flash Diffusion on every backbone of the Shapes world\n\nRegenerate: {made}. Every student is trained "
-            "on the same real Shapes pairs with its backbone's shipped config, for the iterations its table row "
-            f"gives. Scores are means over evaluation seed sets {seeds} ({args.n_per_category} prompts per category "
-            "each; the same prompts and noises for every model, never a training sample's noise) with 95% bootstrap "
-            "intervals (FD: Student-t over the sets). A VP teacher's few-step baseline is its own DDIM on the "
+            "on the same real Shapes pairs with its backbone's shipped config (changed only by its command's --set), "
+            f"for the iterations its table row gives. Scores are means over evaluation seed sets {seeds} "
+            f"({args.n_per_category} prompts per category each; the same prompts and noises for every model, never a "
+            "training sample's noise) with 95% bootstrap intervals (FD: Student-t over the sets). A VP teacher's "
+            "few-step baseline is its own DDIM on the "
             "trailing timesteps; SD3-nano's is Euler on its shifted sigmas.\n\n" + "\n".join(lines) + "\n\n"
             + "\n".join(params) + "\n\n"
             + "\n".join(f"![{bb}]({costs[bb]['picture']})" for bb in order
