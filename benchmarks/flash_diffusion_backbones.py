@@ -13,6 +13,7 @@ interrupted run resumes. ``--teacher NAME=FOLDER`` replaces a shipped teacher (e
 ``--set KEY=VALUE`` changes a key of every student's config (the value read as YAML). A run on some backbones
 keeps the other backbones' rows of the results file it rewrites (each row names the command that made it), so
 one backbone can be redone without retraining the others; rows measured under another protocol are dropped.
+``--merge-from JSON`` adds the backbones of another results file of this script (e.g. a run at another budget).
 """
 
 from __future__ import annotations
@@ -84,6 +85,9 @@ def main() -> int:
         if not key or not eq or key in ("teacher", "data", "out", "train"):
             ap.error(f"--set {item}: expected KEY=VALUE with KEY a student config key (not teacher/data/out/train)")
         overrides[key] = yaml.safe_load(value)
+    for m in args.merge_from:  # before any training: a wrong name should not wait for the report
+        if not (ROOT / m).is_file():
+            ap.error(f"--merge-from {m}: no such results file")
     w = ROOT / args.work
     images = w / "images"
     if not (images / "captions.jsonl").exists():
@@ -94,18 +98,25 @@ def main() -> int:
     return report(args, w, teachers, students)
 
 
-def kept_rows(sources: list[Path], redone, seeds, n: int) -> tuple[dict, dict, dict]:
+def kept_rows(sources: list[Path], redone, seeds, n: int, asked: int = 0) -> tuple[dict, dict, dict]:
     """Summary, costs and results of the backbones not ``redone``, each from the first of ``sources`` (results
     files of this script) that has it, when that file was measured under the same protocol (seed sets, prompts
-    per category); a file measured otherwise contributes nothing."""
+    per category). The first ``asked`` sources were named by the user: missing or measured otherwise, they stop
+    the run (naming the file); any later one is skipped then."""
     summary, costs, results = {}, {}, {}
-    for path in sources:
+    for i, path in enumerate(sources):
         if not path.exists():
+            if i < asked:
+                raise SystemExit(f"--merge-from {path}: no such results file")
             continue
         old = json.loads(path.read_text())
         protocol = old.get("protocol", {})
         if protocol.get("seeds") != list(seeds) or protocol.get("n_per_category") != n:
-            print(f"{path}: measured under another protocol ({protocol}); its rows are not kept", flush=True)
+            why = (f"{path}: measured on seed sets {protocol.get('seeds')} with {protocol.get('n_per_category')} "
+                   f"prompts per category, this run on {list(seeds)} with {n}")
+            if i < asked:
+                raise SystemExit(f"--merge-from {why}: its rows cannot join this table")
+            print(f"{why}; its rows are not kept", flush=True)
             continue
         for bb in old.get("summary", {}):
             if bb in redone or bb in summary:
@@ -149,7 +160,7 @@ def report(args, w: Path, teachers: dict, students: dict) -> int:
     out.mkdir(parents=True, exist_ok=True)
     cmd = "python benchmarks/flash_diffusion_backbones.py " + " ".join(sys.argv[1:])
     sources = [ROOT / m for m in args.merge_from] + [out / "flash_diffusion_backbones.json"]
-    summary, costs, kept = kept_rows(sources, students, seeds, args.n_per_category)
+    summary, costs, kept = kept_rows(sources, students, seeds, args.n_per_category, asked=len(args.merge_from))
     results = {}
     for bb, student in students.items():
         teacher = resolve_model(teachers[bb])
