@@ -94,7 +94,8 @@ def build_vp_nano_pipeline(backbone: str, seed: int = 0, sd3_teacher: str | Path
                            prediction_type: str = "epsilon", pixart_size: tuple[int, int] = (6, 4)):
     """A fresh UNet-nano / PixArt-nano pipeline: random denoiser, frozen parts copied from the SD3-nano teacher; its
     DDIM scheduler says what the denoiser predicts (``epsilon`` as the genuine models, or ``v_prediction``);
-    ``pixart_size`` is PixArt-nano's (blocks, attention heads)."""
+    ``pixart_size`` is PixArt-nano's (blocks, attention heads): the default (6, 4) is the smaller model the tests
+    build; the shipped teacher is (6, 6), ``VPTeacherConfig``'s defaults, which ``train-teacher`` passes."""
     from diffusers import AutoencoderKL, PixArtAlphaPipeline, StableDiffusionPipeline
     from transformers import CLIPTextModelWithProjection, CLIPTokenizer, T5EncoderModel, T5Tokenizer
 
