@@ -141,12 +141,14 @@ def sd35_flash(w: Path, images: Path) -> Path:
 
 
 def seconds_per_iteration(run_dir: Path) -> float | None:
+    """Mean seconds per iteration after the first quarter of the log (the start-up). A resumed run appends rows
+    whose ``time`` restarts at 0: only the intervals inside one process count."""
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     times = [(r["step"], r["time"]) for r in rows if "time" in r]
-    if len(times) < 2:
-        return None
-    (s0, t0), (s1, t1) = times[len(times) // 4], times[-1]  # after the start-up
-    return (t1 - t0) / (s1 - s0) if s1 > s0 else None
+    pairs = [(s1 - s0, t1 - t0) for (s0, t0), (s1, t1) in zip(times[len(times) // 4:], times[len(times) // 4 + 1:])
+             if s1 > s0 and t1 >= t0]
+    steps, seconds = sum(p[0] for p in pairs), sum(p[1] for p in pairs)
+    return seconds / steps if steps else None
 
 
 def side_by_side(w: Path, results: dict, params: dict, cost: dict) -> str:
