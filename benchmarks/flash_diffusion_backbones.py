@@ -101,13 +101,11 @@ def main() -> int:
 def kept_rows(sources: list[Path], redone, seeds, n: int, asked: int = 0) -> tuple[dict, dict, dict]:
     """Summary, costs and results of the backbones not ``redone``, each from the first of ``sources`` (results
     files of this script) that has it, when that file was measured under the same protocol (seed sets, prompts
-    per category). The first ``asked`` sources were named by the user: missing or measured otherwise, they stop
-    the run (naming the file); any later one is skipped then."""
+    per category). The first ``asked`` sources were named by the user (``main`` checked that they exist): measured
+    otherwise, they stop the run (naming the file); a later one is skipped then, or when it does not exist."""
     summary, costs, results = {}, {}, {}
     for i, path in enumerate(sources):
         if not path.exists():
-            if i < asked:
-                raise SystemExit(f"--merge-from {path}: no such results file")
             continue
         old = json.loads(path.read_text())
         protocol = old.get("protocol", {})
